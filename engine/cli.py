@@ -1,0 +1,217 @@
+"""The `msgpolicy` command: a thin layer over the engine API (CONTRACT §5).
+
+Exit status: 0 every judged message is allowed/no_policy; 1 at least one is
+blocked, indeterminate or a violation; 2 usage, input or policy error.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import click
+import orjson
+
+from . import __version__
+from .check import check_log
+from .conditions import describe
+from .model import Outcome, Verdict, message_json_schema
+from .policyfile import PolicyError, PolicySet, load_policies
+from .timeline import in_force_on, timeline_rows
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def _parse_when(value: Optional[str]):
+    """--on: a date (judged at local noon in each message's marketplace) or an RFC 3339 instant."""
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        pass
+    try:
+        instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a date (YYYY-MM-DD) nor an RFC 3339 timestamp") from None
+    if instant.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset; give one (e.g. {value}-07:00) or a date alone")
+    return instant
+
+
+def common_options(func):
+    """Every command takes --policies, --format and --alt (CONTRACT §5)."""
+    @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
+                  help="Policy directory (default: the policies shipped with the package).")
+    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                  help="Human-readable text or machine-readable JSON.")
+    @click.option("--alt", "alternatives", multiple=True, metavar="NAME",
+                  help="Select a recorded alternative reading (repeatable); see `msgpolicy timeline`.")
+    @functools.wraps(func)
+    def wrapper(*args, policies_dir, alternatives, **kwargs):
+        try:
+            policies = load_policies(policies_dir, alternatives=alternatives)
+        except PolicyError as exc:
+            click.echo(f"policy error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        return func(*args, policies=policies, **kwargs)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="msgpolicy")
+def main():
+    """Judge seller-to-buyer messages by the marketplace rules in force when they were sent."""
+
+
+# ---- check -----------------------------------------------------------------------
+
+
+def _finding_json(f) -> dict:
+    data = {"rule": f.rule, "policy": f.policy, "version": f.version, "outcome": f.outcome.value,
+            "reason": f.reason, "sources": f.sources}
+    if f.evidence:
+        data["evidence"] = f.evidence
+    return data
+
+
+def verdict_json(v: Verdict) -> dict:
+    return {
+        "message_id": v.message_id,
+        "evaluated_at": v.evaluated_at.isoformat(),
+        "outcome": v.outcome.value,
+        "policies": [{"policy": p.policy, "version": p.version} for p in v.policies],
+        "findings": [_finding_json(f) for f in v.findings],
+    }
+
+
+def verdict_text(v: Verdict) -> str:
+    versions = ", ".join(f"{p.policy}/{p.version}" for p in v.policies) or "no policy in force"
+    lines = [f"{v.message_id}  {v.outcome.value.upper()}  at {v.evaluated_at.isoformat()}  [{versions}]"]
+    for f in v.findings:
+        lines.append(f"  {f.outcome.value:<13} {f.policy}/{f.version} {f.rule}: {f.reason}")
+        for fact, span in f.evidence.items():
+            lines.append(f"  {'':<13}   {fact}: “{span}”")
+        lines.append(f"  {'':<13}   sources: {', '.join(f.sources)}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.option("--on", "on", metavar="DATE|TIMESTAMP",
+              help="Judge as if sent at this instant; a date alone means local noon in each message's marketplace.")
+@click.option("--evaluator", type=click.Choice(["durable", "reference"]), default="durable", show_default=True,
+              help="durable_rules, or the plain-Python reference interpreter (for cross-checking).")
+@common_options
+def check(file, on, evaluator, fmt, policies: PolicySet):
+    """Judge each message in FILE (a JSON object, or a JSON Lines / CSV / Parquet log)."""
+    at = _parse_when(on)
+    if file != "-" and not Path(file).is_file():
+        click.echo(f"input error: {file}: no such file", err=True)
+        sys.exit(EXIT_ERROR)
+    verdicts, errors = check_log(file, policies, at=at, evaluator=evaluator)
+    if errors:
+        for error in errors:
+            click.echo(f"input error: {error}", err=True)
+        click.echo(f"{len(errors)} bad record(s); nothing was judged", err=True)
+        sys.exit(EXIT_ERROR)
+    out = click.get_text_stream("stdout")
+    for verdict in verdicts:
+        if fmt == "json":
+            out.write(orjson.dumps(verdict_json(verdict)).decode() + "\n")
+        else:
+            out.write(verdict_text(verdict) + "\n")
+    if fmt == "text":
+        counts = Counter(v.outcome for v in verdicts)
+        summary = ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o])
+        out.write(f"\n{len(verdicts)} message(s) judged: {summary or 'none'}\n")
+    sys.exit(EXIT_CLEAN if all(v.outcome.is_clean for v in verdicts) else EXIT_FINDINGS)
+
+
+# ---- timeline, rules, schema ---------------------------------------------------------
+
+
+@main.command()
+@common_options
+def timeline(fmt, policies: PolicySet):
+    """The policy versions and their half-open intervals [from, to)."""
+    rows = timeline_rows(policies)
+    alternatives = [
+        {"name": a.name, "policy": f.id, "title": a.title, "confidence": a.confidence, "sources": a.sources}
+        for f in policies.families.values() for a in f.file.alternatives
+    ]
+    if fmt == "json":
+        click.echo(orjson.dumps({"versions": rows, "alternatives": alternatives,
+                                 "selected_alternatives": list(policies.alternatives)},
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo("Dates are local midnight in each message's marketplace; intervals are [from, to).")
+    for family in policies.families.values():
+        click.echo(f"\n{family.id}: {family.file.title}")
+        for r in (r for r in rows if r["policy"] == family.id):
+            to = r["effective_to"] or "…"
+            markets = ", ".join(r["marketplaces"]).replace("*", "all marketplaces")
+            click.echo(f"  [{r['effective_from']}, {to:<10})  {r['version']:<22} {markets:<18} "
+                       f"conf {r['confidence']}  {r['title']}")
+    if alternatives:
+        click.echo("\nRecorded alternatives (select with --alt NAME):")
+        for a in alternatives:
+            click.echo(f"  {a['name']:<28} {a['policy']:<26} conf {a['confidence']}  {a['title']}")
+    if policies.alternatives:
+        click.echo(f"\nSelected: {', '.join(policies.alternatives)}")
+
+
+@main.command()
+@click.option("--on", "on", metavar="DATE", help="Date (default: today).")
+@click.option("--marketplace", default="US", show_default=True, help="Marketplace calendar to read the date in.")
+@common_options
+def rules(on, marketplace, fmt, policies: PolicySet):
+    """The rules in force on a date, with their sources."""
+    when = _parse_when(on) or dt.date.today()
+    day = when if isinstance(when, dt.date) and not isinstance(when, dt.datetime) else None
+    if day is None:
+        from .timeline import local_date
+        day = local_date(policies, when, marketplace)
+    if marketplace not in policies.marketplaces:
+        raise click.BadParameter(f"unknown marketplace {marketplace!r}", param_hint="--marketplace")
+    versions = in_force_on(policies, day, marketplace)
+    data = []
+    for v in versions:
+        data.append({
+            "policy": v.family, "version": v.id, "title": v.version.title,
+            "effective_from": v.effective_from.isoformat(),
+            "effective_to": v.effective_to.isoformat() if v.effective_to else None,
+            "rules": [{
+                "rule": r.id, "title": r.rule.title, "outcome": r.rule.outcome.value,
+                "condition": describe(r.condition), "reason": r.rule.reason,
+                "confidence": r.rule.confidence, "sources": r.rule.sources,
+            } for r in v.enabled_rules],
+        })
+    if fmt == "json":
+        click.echo(orjson.dumps({"date": day.isoformat(), "marketplace": marketplace, "versions": data},
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    if not data:
+        click.echo(f"No modelled policy is in force on {day} in {marketplace}.")
+        return
+    for v in data:
+        to = v["effective_to"] or "…"
+        click.echo(f"{v['policy']}/{v['version']}: {v['title']}  [{v['effective_from']}, {to})")
+        for r in v["rules"]:
+            click.echo(f"  {r['rule']:<8} {r['outcome']:<13} conf {r['confidence']}  {r['title']}")
+            click.echo(f"  {'':<8} when {r['condition']}")
+            click.echo(f"  {'':<8} sources: {', '.join(r['sources'])}")
+        click.echo("")
+
+
+@main.command()
+def schema():
+    """The JSON Schema of the message record."""
+    click.echo(orjson.dumps(message_json_schema(), option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

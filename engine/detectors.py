@@ -1,0 +1,251 @@
+"""Content and history detectors: generic kinds whose parameters live in policy files.
+
+Each detector reduces a message (and its history) to one boolean fact, or to
+None when the record lacks what it needs; beside the value it returns the
+quoted span that decided it, so a finding can show why.
+"""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import cached_property
+from html.parser import HTMLParser
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .model import AttachmentKind, Category, Channel, Message
+
+TextField = Literal["subject", "body", "text", "html"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    description: str = ""
+
+
+class PatternDetector(_Spec):
+    """True when any regular expression (Python syntax) matches one of the fields."""
+
+    kind: Literal["pattern"]
+    fields: list[TextField] = Field(min_length=1)
+    patterns: list[str] = Field(min_length=1)
+    ignore_case: bool = True
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns):
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}") from None
+        return patterns
+
+    @cached_property
+    def regex(self) -> re.Pattern:
+        flags = re.IGNORECASE if self.ignore_case else 0
+        return re.compile("|".join(f"(?:{p})" for p in self.patterns), flags)
+
+
+class PhrasesDetector(_Spec):
+    """True when any phrase occurs (case-insensitive, any run of white space between words)."""
+
+    kind: Literal["phrases"]
+    fields: list[TextField] = Field(min_length=1)
+    phrases: list[str] = Field(min_length=1)
+
+    @cached_property
+    def regex(self) -> re.Pattern:
+        alternatives = []
+        for phrase in sorted(self.phrases, key=len, reverse=True):
+            words = [re.escape(w) for w in phrase.split()]
+            body = r"\s+".join(words)
+            # Word boundaries only where the phrase edge is a letter or digit, so
+            # "rate" does not match "separate" while Japanese phrases still match.
+            start = r"(?<!\w)" if phrase[:1].isalnum() and phrase[:1].isascii() else ""
+            end = r"(?!\w)" if phrase[-1:].isalnum() and phrase[-1:].isascii() else ""
+            alternatives.append(start + body + end)
+        return re.compile("|".join(alternatives), re.IGNORECASE)
+
+
+class FieldDetector(_Spec):
+    """The truth of an optional boolean record field; unknown when absent."""
+
+    kind: Literal["field"]
+    field: str
+
+
+class WindowDetector(_Spec):
+    """True when sent_at is at most max_days × 24 h after the first anchor present."""
+
+    kind: Literal["window"]
+    anchors: list[Literal["delivered_at", "order_placed_at"]] = Field(min_length=1)
+    max_days: int = Field(ge=0)
+
+
+class PriorCountDetector(_Spec):
+    """True when at least `at_least` earlier seller messages of the same order (or buyer) match."""
+
+    kind: Literal["prior_count"]
+    scope: Literal["order", "buyer"]
+    categories: list[Category] = Field(default_factory=list)
+    channels: list[Channel] = Field(default_factory=list)
+    at_least: int = Field(1, ge=1)
+
+    def counts(self, message: Message) -> bool:
+        return message.initiated_by.value == "seller" and (
+            message.category in self.categories or message.channel in self.channels
+        )
+
+
+class LanguageMatchDetector(_Spec):
+    """True when the message's language equals the buyer's language of preference (primary subtag)."""
+
+    kind: Literal["language_match"]
+
+
+class UrlDetector(_Spec):
+    """True when the text holds a link whose host is not among allowed_hosts (suffix match)."""
+
+    kind: Literal["urls"]
+    fields: list[TextField] = Field(default_factory=lambda: ["text", "html"])
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Only hosts on these suffixes count; empty means every host.
+    only_hosts: list[str] = Field(default_factory=list)
+
+
+class AttachmentsDetector(_Spec):
+    """True when an attachment's kind is outside allowed_kinds."""
+
+    kind: Literal["attachments"]
+    allowed_kinds: list[AttachmentKind]
+
+
+DetectorSpec = Annotated[
+    Union[
+        PatternDetector,
+        PhrasesDetector,
+        FieldDetector,
+        WindowDetector,
+        PriorCountDetector,
+        LanguageMatchDetector,
+        UrlDetector,
+        AttachmentsDetector,
+    ],
+    Field(discriminator="kind"),
+]
+
+
+# ---- text views of a message ----------------------------------------------
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("br", "p", "div", "li", "tr", "blockquote"):
+            self.parts.append("\n")
+
+
+_HTML_HINT = re.compile(r"<\s*(?:html|body|p|br|div|span|a|img|table|b|strong|i|em|ul|li|blockquote)\b", re.I)
+
+
+def body_text(body: str) -> str:
+    """The readable text of a body given as plain text or HTML."""
+    if not _HTML_HINT.search(body):
+        return body
+    parser = _TextExtractor()
+    parser.feed(body)
+    parser.close()
+    return "".join(parser.parts)
+
+
+class TextViews:
+    """Subject, body text, raw HTML and subject+body, each computed once per message."""
+
+    __slots__ = ("message", "_body")
+
+    def __init__(self, message: Message):
+        self.message = message
+        self._body: Optional[str] = None
+
+    def get(self, name: str) -> str:
+        if name == "subject":
+            return self.message.subject
+        if name == "html":
+            return self.message.body
+        if self._body is None:
+            self._body = body_text(self.message.body)
+        if name == "body":
+            return self._body
+        return self.message.subject + "\n" + self._body
+
+
+_URL = re.compile(r"""(?:https?://|www\.)[^\s<>"'()\[\]]+""", re.I)
+
+
+def _url_host(url: str) -> str:
+    rest = re.sub(r"^https?://", "", url, flags=re.I)
+    return re.split(r"[/:?#]", rest, maxsplit=1)[0].lower()
+
+
+def _host_matches(host: str, suffixes: list[str]) -> bool:
+    host = host.lower().rstrip(".")
+    return any(host == s or host.endswith("." + s) for s in suffixes)
+
+
+def run_detector(spec, message: Message, views: TextViews, history) -> tuple[Optional[bool], str]:
+    """Evaluate one detector: (value, quoted span). `history` answers prior_count questions."""
+    if isinstance(spec, (PatternDetector, PhrasesDetector)):
+        for name in spec.fields:
+            match = spec.regex.search(views.get(name))
+            if match:
+                return True, match.group(0).strip()
+        return False, ""
+    if isinstance(spec, FieldDetector):
+        value = getattr(message, spec.field, None)
+        if value is None and message.model_extra:
+            value = message.model_extra.get(spec.field)
+        return (None, "") if value is None else (bool(value), f"{spec.field} = {value}")
+    if isinstance(spec, WindowDetector):
+        for anchor_name in spec.anchors:
+            anchor = getattr(message, anchor_name)
+            if anchor is not None:
+                elapsed = message.sent_at - anchor
+                days = elapsed / timedelta(days=1)
+                span = f"{days:.1f} days after {anchor_name}"
+                return elapsed <= timedelta(days=spec.max_days), span
+        return None, "no " + " or ".join(spec.anchors)
+    if isinstance(spec, PriorCountDetector):
+        count, first = history.prior_count(spec, message)
+        return count >= spec.at_least, (f"{count} earlier, first {first}" if count else "")
+    if isinstance(spec, LanguageMatchDetector):
+        if not message.language or not message.buyer_language:
+            return None, ""
+        same = _primary(message.language) == _primary(message.buyer_language)
+        return same, f"{message.language} vs buyer's {message.buyer_language}"
+    if isinstance(spec, UrlDetector):
+        for name in spec.fields:
+            for url in _URL.findall(views.get(name)):
+                host_name = _url_host(url)
+                if spec.only_hosts and not _host_matches(host_name, spec.only_hosts):
+                    continue
+                if not _host_matches(host_name, spec.allowed_hosts):
+                    return True, url
+        return False, ""
+    if isinstance(spec, AttachmentsDetector):
+        for attachment in message.attachments:
+            if attachment.kind not in spec.allowed_kinds:
+                return True, f"{attachment.name} ({attachment.kind.value})"
+        return False, ""
+    raise TypeError(f"unknown detector {spec!r}")
+
+
+def _primary(tag: str) -> str:
+    return tag.replace("_", "-").split("-")[0].lower()

@@ -1,0 +1,713 @@
+"""Policy files: their schema, the safe loader, inheritance, alternatives and overlays.
+
+Layout of a policies directory::
+
+    sources.yaml          source keys (P1…, seed file names) → URL and title
+    marketplaces.yaml     marketplace code → IANA time zone
+    <family>/family.yaml  the family: title, category attributes, alternatives
+    <family>/<any>.yaml   one dated version per file
+
+Files are read with yaml.safe_load (never executed) and validated by pydantic;
+every error names the file, the rule (when there is one) and the field.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from .conditions import All, AnyOf, ConditionSpec, Const, Node, Not, Test, facts_used, simplify
+from .detectors import DetectorSpec, PriorCountDetector
+from .facts import BOOL, RESERVED_FACT_NAMES, STRUCTURAL_FACTS, spec_key
+from .model import Category, Outcome
+
+Confidence = Literal["H", "M", "L"]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+ALL_MARKETPLACES = "*"
+
+
+class PolicyError(Exception):
+    """A policy file is unreadable or invalid. str() names file, rule and field."""
+
+    def __init__(self, file: Path | str, message: str, rule: Optional[str] = None, field: Optional[str] = None):
+        self.file, self.rule, self.field, self.message = str(file), rule, field, message
+        where = [self.file]
+        if rule:
+            where.append(f"rule {rule}")
+        if field:
+            where.append(f"field '{field}'")
+        super().__init__(": ".join(where) + ": " + message)
+
+
+# ---- schema ---------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Rule(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    title: str = Field(min_length=1)
+    when: ConditionSpec
+    outcome: Outcome
+    reason: str = Field(min_length=1)
+    sources: list[str] = Field(min_length=1)
+    confidence: Confidence
+    enabled: bool = True
+    # How a possible finding that hinges on an unknown fact is reported:
+    # 'indeterminate' (CONTRACT §3) or 'note' (an allowed-level note, for
+    # checks the policy chooses not to hold against a missing field).
+    on_unknown: Literal["indeterminate", "note"] = "indeterminate"
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    notes: str = ""
+
+    @field_validator("outcome")
+    @classmethod
+    def _not_no_policy(cls, outcome):
+        if outcome is Outcome.no_policy:
+            raise ValueError("no_policy is not a rule outcome: it means no version is in force")
+        return outcome
+
+
+class Version(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    title: str = Field(min_length=1)
+    summary: str = ""
+    inherits: Optional[str] = None
+    effective_from: dt.date
+    effective_to: Optional[dt.date] = None
+    marketplaces: list[str] = Field(min_length=1)
+    sources: list[str] = Field(min_length=1)
+    confidence: Confidence
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    categories: dict[Category, dict[str, Any]]
+    detectors: dict[str, DetectorSpec] = Field(default_factory=dict)
+    predicates: dict[str, ConditionSpec] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class VersionPatch(BaseModel):
+    """Changes to one version; rules are merged field by field by id."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: Optional[str] = None
+    summary: Optional[str] = None
+    inherits: Optional[str] = None
+    effective_from: Optional[dt.date] = None
+    effective_to: Optional[dt.date] = None
+    marketplaces: Optional[list[str]] = None
+    sources: Optional[list[str]] = None
+    confidence: Optional[Confidence] = None
+    parameters: Optional[dict[str, Any]] = None
+    categories: Optional[dict[str, dict[str, Any]]] = None
+    detectors: Optional[dict[str, Any]] = None
+    predicates: Optional[dict[str, Any]] = None
+    rules: Optional[list[dict[str, Any]]] = None
+    remove_rules: Optional[list[str]] = None
+
+
+class FamilyPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    versions: dict[str, VersionPatch] = Field(default_factory=dict)
+    add_versions: list[dict[str, Any]] = Field(default_factory=list)
+    remove_versions: list[str] = Field(default_factory=list)
+
+
+class Alternative(_Strict):
+    """A recorded disputed reading, selectable by name for a what-if run."""
+
+    name: str = Field(pattern=ID_PATTERN)
+    title: str
+    description: str = ""
+    sources: list[str] = Field(min_length=1)
+    confidence: Confidence
+    changes: FamilyPatch
+
+
+class FamilyFile(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    title: str
+    summary: str = ""
+    description: str = ""
+    sources: list[str] = Field(default_factory=list)
+    category_attributes: list[str] = Field(min_length=1)
+    alternatives: list[Alternative] = Field(default_factory=list)
+
+
+class Overlay(_Strict):
+    """A draft: changes to shipped families in the same format as alternatives."""
+
+    title: str = ""
+    description: str = ""
+    families: dict[str, FamilyPatch]
+
+
+class Source(_Strict):
+    title: str
+    url: Optional[str] = None
+    note: str = ""
+
+
+# ---- resolved objects -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedRule:
+    rule: Rule
+    condition: Node  # after predicates, parameters and category sets are substituted
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+
+@dataclass
+class ResolvedVersion:
+    family: str
+    version: Version
+    file: str
+    rules: list[ResolvedRule]
+    effective_to: Optional[dt.date]
+    content_hash: str = ""
+    structural_facts_used: tuple[str, ...] = ()
+    detectors_used: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    fact_domains: dict[str, Optional[tuple]] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.version.id
+
+    @property
+    def effective_from(self) -> dt.date:
+        return self.version.effective_from
+
+    def applies_to(self, marketplace: str) -> bool:
+        return ALL_MARKETPLACES in self.version.marketplaces or marketplace in self.version.marketplaces
+
+    def contains(self, local_date: dt.date) -> bool:
+        return self.effective_from <= local_date and (self.effective_to is None or local_date < self.effective_to)
+
+    @property
+    def enabled_rules(self) -> list[ResolvedRule]:
+        return [r for r in self.rules if r.rule.enabled]
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}/{self.id}"
+
+
+@dataclass
+class Family:
+    file: FamilyFile
+    path: str
+    versions: list[ResolvedVersion]  # sorted by effective_from
+
+    @property
+    def id(self) -> str:
+        return self.file.id
+
+
+@dataclass
+class PolicySet:
+    root: Path
+    families: dict[str, Family]
+    sources: dict[str, Source]
+    marketplaces: dict[str, str]
+    alternatives: tuple[str, ...] = ()
+    overlay_names: tuple[str, ...] = ()
+    _raw: Any = None
+
+    def all_versions(self) -> list[ResolvedVersion]:
+        return [v for f in self.families.values() for v in f.versions]
+
+    def version(self, family: str, version: str) -> ResolvedVersion:
+        for v in self.families[family].versions:
+            if v.id == version:
+                return v
+        raise KeyError(f"{family}/{version}")
+
+    def alternative_names(self) -> dict[str, str]:
+        return {a.name: f.id for f in self.families.values() for a in f.file.alternatives}
+
+    def with_changes(self, alternatives: Sequence[str] = (), overlays: Sequence[Path] = ()) -> "PolicySet":
+        return _build(self._raw, tuple(self.alternatives) + tuple(alternatives), tuple(overlays))
+
+    def prior_count_detectors(self) -> tuple[PriorCountDetector, ...]:
+        seen: dict[str, PriorCountDetector] = {}
+        for v in self.all_versions():
+            for key, spec in v.detectors_used.values():
+                if isinstance(spec, PriorCountDetector):
+                    seen.setdefault(key, spec)
+        return tuple(seen.values())
+
+    @property
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for v in sorted(self.all_versions(), key=lambda v: v.label):
+            h.update(v.content_hash.encode())
+        return h.hexdigest()
+
+
+# ---- loading --------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses duplicate keys instead of keeping the last one silently."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(path, f"cannot read: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise PolicyError(path, f"not valid YAML: {exc}") from None
+
+
+def default_policies_dir() -> Path:
+    """The policies shipped in the wheel, or the repository's when run from a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "policies", here.parent / "policies"):
+        if (candidate / "sources.yaml").is_file():
+            return candidate
+    raise PolicyError(here / "policies", "no shipped policies found; pass --policies DIR")
+
+
+@dataclass
+class _RawFamily:
+    path: Path
+    doc: dict
+    versions: dict[str, tuple[Path, dict]]  # id → (file, raw document)
+
+
+@dataclass
+class _RawSet:
+    root: Path
+    sources: dict
+    marketplaces: dict
+    families: dict[str, _RawFamily]
+
+
+def load_policies(
+    root: Optional[Path | str] = None,
+    alternatives: Sequence[str] = (),
+    overlays: Sequence[Path | str] = (),
+) -> PolicySet:
+    root = Path(root) if root is not None else default_policies_dir()
+    if not root.is_dir():
+        raise PolicyError(root, "not a directory")
+    raw = _read_raw(root)
+    return _build(raw, tuple(alternatives), tuple(Path(o) for o in overlays))
+
+
+def _read_raw(root: Path) -> _RawSet:
+    sources_doc = read_yaml(root / "sources.yaml")
+    markets_doc = read_yaml(root / "marketplaces.yaml")
+    families: dict[str, _RawFamily] = {}
+    for family_file in sorted(root.glob("*/family.yaml")):
+        doc = read_yaml(family_file)
+        if not isinstance(doc, dict) or "id" not in doc:
+            raise PolicyError(family_file, "a family file is a mapping with an 'id'", field="id")
+        versions: dict[str, tuple[Path, dict]] = {}
+        for vfile in sorted(family_file.parent.glob("*.yaml")):
+            if vfile.name == "family.yaml":
+                continue
+            vdoc = read_yaml(vfile)
+            if not isinstance(vdoc, dict) or not isinstance(vdoc.get("id"), str):
+                raise PolicyError(vfile, "a version file is a mapping with a string 'id'", field="id")
+            if vdoc["id"] in versions:
+                raise PolicyError(vfile, f"version id {vdoc['id']!r} already used by {versions[vdoc['id']][0]}", field="id")
+            versions[vdoc["id"]] = (vfile, vdoc)
+        if doc["id"] in families:
+            raise PolicyError(family_file, f"family id {doc['id']!r} is used twice", field="id")
+        families[doc["id"]] = _RawFamily(family_file, doc, versions)
+    if not families:
+        raise PolicyError(root, "no policy families found (expected <family>/family.yaml)")
+    return _RawSet(root, sources_doc, markets_doc, families)
+
+
+def _validate(model, data, file, rules_raw: Optional[list] = None, prefix: str = ""):
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        rule = None
+        if rules_raw is not None and len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            entry = rules_raw[loc[1]] if loc[1] < len(rules_raw) else {}
+            rule = str(entry.get("id", f"#{loc[1] + 1}")) if isinstance(entry, dict) else f"#{loc[1] + 1}"
+            loc = loc[2:]
+        where = ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+        raise PolicyError(file, err["msg"], rule=rule, field=(prefix + where) or None) from None
+
+
+def _build(raw: _RawSet, alternatives: tuple[str, ...], overlays: tuple[Path, ...]) -> PolicySet:
+    sources = _validate(TypeAdapter(dict[str, Source]), raw.sources or {}, raw.root / "sources.yaml")
+    markets = _validate(TypeAdapter(dict[str, str]), raw.marketplaces or {}, raw.root / "marketplaces.yaml")
+    _check_time_zones(markets, raw.root / "marketplaces.yaml")
+
+    families_raw = {fid: copy.deepcopy(f) for fid, f in raw.families.items()}
+    family_files = {fid: _validate(FamilyFile, f.doc, f.path) for fid, f in families_raw.items()}
+
+    known_alts = {a.name: (fid, a) for fid, ff in family_files.items() for a in ff.alternatives}
+    for name in alternatives:
+        if name not in known_alts:
+            raise PolicyError(raw.root, f"unknown alternative {name!r}; known: {', '.join(sorted(known_alts)) or 'none'}")
+        fid, alt = known_alts[name]
+        _apply_patch(families_raw[fid], alt.changes, f"{family_files[fid].id} alternative {name}")
+    for path in overlays:
+        overlay = _validate(Overlay, read_yaml(path), path)
+        for fid, patch in overlay.families.items():
+            if fid not in families_raw:
+                raise PolicyError(path, f"unknown family {fid!r}", field=f"families.{fid}")
+            _apply_patch(families_raw[fid], patch, str(path))
+
+    families = {}
+    for fid, fam in families_raw.items():
+        ffile = family_files[fid]
+        for key in ffile.sources:
+            _check_source(key, sources, fam.path, None)
+        versions = [_resolve_version(fam, vid, ffile, sources, markets) for vid in fam.versions]
+        _assign_intervals(versions, fam)
+        families[fid] = Family(ffile, str(fam.path), versions)
+    policy_set = PolicySet(raw.root, families, sources, markets, alternatives, tuple(str(o) for o in overlays), raw)
+    return policy_set
+
+
+def _check_time_zones(markets: dict[str, str], file: Path) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    for code, zone in markets.items():
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PolicyError(file, f"unknown time zone {zone!r}", field=code) from None
+
+
+def _check_source(key: str, sources: dict, file, rule: Optional[str], field_name: str = "sources") -> None:
+    if key not in sources:
+        raise PolicyError(file, f"unknown source {key!r} (add it to sources.yaml)", rule=rule, field=field_name)
+
+
+# ---- patches (alternatives, overlays) -------------------------------------
+
+
+def _merge_rules(base: list, changes: list, file, what: str) -> list:
+    merged = [dict(r) for r in base]
+    index = {r.get("id"): i for i, r in enumerate(merged)}
+    for change in changes:
+        if not isinstance(change, dict) or "id" not in change:
+            raise PolicyError(file, f"{what}: every rule entry needs an 'id'", field="rules")
+        if change["id"] in index:
+            merged[index[change["id"]]].update(change)
+        else:
+            index[change["id"]] = len(merged)
+            merged.append(dict(change))
+    return merged
+
+
+def _apply_patch(fam: _RawFamily, patch: FamilyPatch, what: str) -> None:
+    for vid in patch.remove_versions:
+        if vid not in fam.versions:
+            raise PolicyError(fam.path, f"{what}: cannot remove unknown version {vid!r}", field="remove_versions")
+        del fam.versions[vid]
+    for vid, vpatch in patch.versions.items():
+        if vid not in fam.versions:
+            raise PolicyError(fam.path, f"{what}: unknown version {vid!r}", field=f"versions.{vid}")
+        file, doc = fam.versions[vid]
+        fam.versions[vid] = (file, _patch_version(doc, vpatch, file, what))
+    for doc in patch.add_versions:
+        vid = doc.get("id") if isinstance(doc, dict) else None
+        if not isinstance(vid, str) or vid in fam.versions:
+            raise PolicyError(fam.path, f"{what}: an added version needs a new string 'id' (got {vid!r})", field="add_versions")
+        fam.versions[vid] = (Path(f"{fam.path.parent}/<{what}>"), copy.deepcopy(doc))
+
+
+def _patch_version(doc: dict, patch: VersionPatch, file, what: str) -> dict:
+    doc = copy.deepcopy(doc)
+    for name, value in patch.model_dump(exclude_none=True).items():
+        if name in ("parameters", "detectors", "predicates"):
+            doc[name] = {**doc.get(name, {}), **value}
+        elif name == "categories":
+            cats = doc.setdefault("categories", {})
+            for cat, attrs in value.items():
+                cats[cat] = {**cats.get(cat, {}), **attrs}
+        elif name == "rules":
+            doc["rules"] = _merge_rules(doc.get("rules", []), value, file, what)
+        elif name == "remove_rules":
+            doc["remove_rules"] = list(doc.get("remove_rules", [])) + value
+        else:
+            doc[name] = value
+    return doc
+
+
+# ---- inheritance and resolution -------------------------------------------
+
+
+def _flatten(fam: _RawFamily, vid: str, chain: tuple[str, ...] = ()) -> dict:
+    """The version document with everything it inherits merged in (child wins, rules by id)."""
+    if vid in chain:
+        raise PolicyError(fam.versions[vid][0], f"inheritance cycle: {' → '.join(chain + (vid,))}", field="inherits")
+    file, doc = fam.versions[vid]
+    parent_id = doc.get("inherits")
+    if parent_id is None:
+        merged = copy.deepcopy(doc)
+        merged.setdefault("rules", [])
+    else:
+        if parent_id not in fam.versions:
+            raise PolicyError(file, f"inherits unknown version {parent_id!r}", field="inherits")
+        parent = _flatten(fam, parent_id, chain + (vid,))
+        merged = copy.deepcopy(parent)
+        for key in ("title", "summary", "effective_from", "effective_to", "sources", "confidence"):
+            merged.pop(key, None)
+        merged["inherits"] = parent_id
+        for key, value in doc.items():
+            if key in ("parameters", "detectors", "predicates"):
+                merged[key] = {**parent.get(key, {}), **value}
+            elif key == "categories":
+                cats = copy.deepcopy(parent.get("categories", {}))
+                for cat, attrs in (value or {}).items():
+                    cats[cat] = {**cats.get(cat, {}), **(attrs or {})}
+                merged["categories"] = cats
+            elif key == "rules":
+                merged["rules"] = _merge_rules(parent.get("rules", []), value or [], file, f"version {vid}")
+            elif key == "remove_rules":
+                continue
+            else:
+                merged[key] = copy.deepcopy(value)
+    removed = doc.get("remove_rules") or []
+    if removed:
+        ids = {r.get("id") for r in merged["rules"]}
+        for rid in removed:
+            if rid not in ids:
+                raise PolicyError(file, f"remove_rules names unknown rule {rid!r}", rule=str(rid), field="remove_rules")
+        merged["rules"] = [r for r in merged["rules"] if r.get("id") not in removed]
+    merged.pop("remove_rules", None)
+    return merged
+
+
+def _substitute_params(value: Any, params: dict, file, rule, field_name: str) -> Any:
+    """Replace {param: NAME} anywhere in a detector spec by the parameter's value."""
+    if isinstance(value, dict):
+        if set(value) == {"param"}:
+            name = value["param"]
+            if name not in params:
+                raise PolicyError(file, f"unknown parameter {name!r}", rule=rule, field=field_name)
+            return params[name]
+        return {k: _substitute_params(v, params, file, rule, f"{field_name}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_params(v, params, file, rule, f"{field_name}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def _resolve_version(fam: _RawFamily, vid: str, ffile: FamilyFile, sources: dict, markets: dict) -> ResolvedVersion:
+    file = fam.versions[vid][0]
+    flat = _flatten(fam, vid)
+    params = flat.get("parameters") or {}
+    if "detectors" in flat:
+        flat["detectors"] = {
+            name: _substitute_params(spec, params, file, None, f"detectors.{name}")
+            for name, spec in (flat["detectors"] or {}).items()
+        }
+    version = _validate(Version, flat, file, flat.get("rules"))
+
+    for key in version.sources:
+        _check_source(key, sources, file, None)
+    for code in version.marketplaces:
+        if code != ALL_MARKETPLACES and code not in markets:
+            raise PolicyError(file, f"unknown marketplace {code!r} (see marketplaces.yaml)", field="marketplaces")
+    missing = [c.value for c in Category if c not in version.categories]
+    if missing:
+        raise PolicyError(file, f"every category must be classified; missing: {', '.join(missing)}", field="categories")
+    for cat, attrs in version.categories.items():
+        for attr in ffile.category_attributes:
+            if attr not in attrs:
+                raise PolicyError(file, f"category {cat.value} lacks attribute {attr!r}", field=f"categories.{cat.value}.{attr}")
+        for attr in attrs:
+            if attr not in ffile.category_attributes:
+                raise PolicyError(file, f"attribute {attr!r} is not declared in family.yaml category_attributes",
+                                  field=f"categories.{cat.value}.{attr}")
+
+    domains: dict[str, Optional[tuple]] = dict(STRUCTURAL_FACTS)
+    for name in version.detectors:
+        if name in STRUCTURAL_FACTS or name in RESERVED_FACT_NAMES:
+            raise PolicyError(file, f"detector name {name!r} is taken by a structural fact or the engine",
+                              field=f"detectors.{name}")
+        domains[name] = BOOL
+
+    resolver = _ConditionResolver(version, domains, file)
+    for name in version.predicates:
+        resolver.predicate(name)  # validate every predicate, used or not
+    rules = []
+    seen_ids = set()
+    for rule in version.rules:
+        if rule.id in seen_ids:
+            raise PolicyError(file, "rule id used twice in one version", rule=rule.id, field="id")
+        seen_ids.add(rule.id)
+        for key in rule.sources:
+            _check_source(key, sources, file, rule.id)
+        node = simplify(resolver.resolve(rule.when, rule, "when"))
+        rules.append(ResolvedRule(rule, node))
+
+    used: set[str] = set()
+    for r in rules:
+        if r.rule.enabled:
+            used |= facts_used(r.condition)
+    resolved = ResolvedVersion(
+        family=ffile.id,
+        version=version,
+        file=str(file),
+        rules=rules,
+        effective_to=version.effective_to,
+        structural_facts_used=tuple(sorted(f for f in used if f in STRUCTURAL_FACTS)),
+        detectors_used={n: (spec_key(version.detectors[n]), version.detectors[n]) for n in sorted(used) if n in version.detectors},
+        fact_domains={n: domains[n] for n in sorted(used)},
+    )
+    return resolved
+
+
+class _ConditionResolver:
+    def __init__(self, version: Version, domains: dict, file):
+        self.version, self.domains, self.file = version, domains, file
+        self._predicates: dict[str, Node] = {}
+        self._stack: list[str] = []
+
+    def predicate(self, name: str, rule=None, where: str = "") -> Node:
+        if name in self._predicates:
+            return self._predicates[name]
+        if name not in self.version.predicates:
+            raise PolicyError(self.file, f"unknown predicate {name!r}", rule=rule.id if rule else None, field=where or None)
+        if name in self._stack:
+            raise PolicyError(self.file, f"predicate cycle: {' → '.join(self._stack + [name])}", field=f"predicates.{name}")
+        self._stack.append(name)
+        node = self.resolve(self.version.predicates[name], None, f"predicates.{name}")
+        self._stack.pop()
+        self._predicates[name] = node
+        return node
+
+    def _param(self, name: str, rule, where: str) -> Any:
+        if rule is not None and name in rule.parameters:
+            return rule.parameters[name]
+        if name in self.version.parameters:
+            return self.version.parameters[name]
+        raise PolicyError(self.file, f"unknown parameter {name!r}", rule=rule.id if rule else None, field=where)
+
+    def resolve(self, spec: ConditionSpec, rule, where: str) -> Node:
+        rid = rule.id if rule else None
+        if spec.all_ is not None:
+            return All(tuple(self.resolve(s, rule, f"{where}.all.{i}") for i, s in enumerate(spec.all_)))
+        if spec.any_ is not None:
+            return AnyOf(tuple(self.resolve(s, rule, f"{where}.any.{i}") for i, s in enumerate(spec.any_)))
+        if spec.not_ is not None:
+            return Not(self.resolve(spec.not_, rule, f"{where}.not"))
+        if spec.ref is not None:
+            return self.predicate(spec.ref, rule, f"{where}.ref")
+        if spec.always is not None:
+            return Const(bool(spec.always))
+        if spec.param is not None:
+            value = self._param(spec.param, rule, f"{where}.param")
+            if not isinstance(value, bool):
+                raise PolicyError(self.file, f"parameter {spec.param!r} used as a condition must be true or false",
+                                  rule=rid, field=f"{where}.param")
+            return Const(value)
+        return self._test(spec, rule, where)
+
+    def _test(self, spec: ConditionSpec, rule, where: str) -> Test:
+        rid = rule.id if rule else None
+        name = spec.fact
+        if name not in self.domains:
+            raise PolicyError(self.file, f"unknown fact {name!r}; known: {', '.join(sorted(self.domains))}",
+                              rule=rid, field=f"{where}.fact")
+        op, value = spec.operator()
+        field_name = f"{where}.{op}"
+        if hasattr(value, "param") and value.param is not None:
+            value = self._param(value.param, rule, field_name)
+        elif hasattr(value, "categories_where") and value.categories_where is not None:
+            if name != "category":
+                raise PolicyError(self.file, "categories_where only applies to the category fact", rule=rid, field=field_name)
+            wanted = value.categories_where
+            value = [c.value for c, attrs in self.version.categories.items()
+                     if all(attrs.get(k) == v for k, v in wanted.items())]
+        domain = self.domains[name]
+        if op in ("in", "not_in"):
+            if not isinstance(value, list):
+                raise PolicyError(self.file, f"'{op}' takes a list", rule=rid, field=field_name)
+            for item in value:
+                self._check_value(item, domain, rid, field_name)
+            return Test(name, op, tuple(value))
+        if isinstance(value, list):
+            raise PolicyError(self.file, f"'{op}' takes a single value, not a list", rule=rid, field=field_name)
+        if op in ("gt", "ge", "lt", "le"):
+            if not isinstance(value, int) or isinstance(value, bool) or domain is not None and not all(
+                isinstance(d, int) and not isinstance(d, bool) for d in domain
+            ):
+                raise PolicyError(self.file, f"'{op}' compares whole numbers only", rule=rid, field=field_name)
+        self._check_value(value, domain, rid, field_name)
+        return Test(name, op, value)
+
+    def _check_value(self, value, domain, rid, field_name):
+        if value is None:
+            raise PolicyError(self.file, "a value is required", rule=rid, field=field_name)
+        if domain is not None and not any(value == d and type(value) is type(d) for d in domain):
+            shown = ", ".join(map(str, domain))
+            raise PolicyError(self.file, f"{value!r} is not a possible value (one of: {shown})", rule=rid, field=field_name)
+
+
+def _assign_intervals(versions: list[ResolvedVersion], fam: _RawFamily) -> None:
+    versions.sort(key=lambda v: (v.effective_from, v.id))
+    for i, v in enumerate(versions):
+        nxt = versions[i + 1].effective_from if i + 1 < len(versions) else None
+        end = v.version.effective_to or nxt
+        if v.version.effective_to and nxt and v.version.effective_to > nxt:
+            # An explicit end may leave a gap but never overlaps a later version in a shared marketplace.
+            for later in versions[i + 1:]:
+                if later.effective_from < v.version.effective_to and _share_marketplace(v, later):
+                    raise PolicyError(v.file, f"interval overlaps version {later.id!r} from {later.effective_from}",
+                                      field="effective_to")
+            end = v.version.effective_to
+        if end is not None and end <= v.effective_from:
+            raise PolicyError(v.file, f"effective_to {end} is not after effective_from {v.effective_from}", field="effective_to")
+        v.effective_to = end
+        v.content_hash = _hash_version(v)
+
+
+def _share_marketplace(a: ResolvedVersion, b: ResolvedVersion) -> bool:
+    ma, mb = set(a.version.marketplaces), set(b.version.marketplaces)
+    return ALL_MARKETPLACES in ma or ALL_MARKETPLACES in mb or bool(ma & mb)
+
+
+def _hash_version(v: ResolvedVersion) -> str:
+    payload = {
+        "family": v.family,
+        "version": v.version.model_dump(mode="json"),
+        "effective_to": v.effective_to.isoformat() if v.effective_to else None,
+        "conditions": {r.id: repr(r.condition) for r in v.rules},
+    }
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
