@@ -93,8 +93,10 @@ class History:
         if message.reply_to is None:
             return False
         quoted = self.buyer_messages.get(message.reply_to)
-        if quoted is None or quoted.buyer_id != message.buyer_id:
-            return None
+        if quoted is None:
+            return None  # the answered message is not in the log: we cannot tell
+        if quoted.buyer_id != message.buyer_id:
+            return False  # another buyer's thread is never this buyer's thread
         if not quoted.text:
             return True
         return quoted.text in normalise_for_quote(message.body)
