@@ -129,9 +129,12 @@ class OnlyPatternsDetector(_Spec):
     fields: list[TextField] = Field(min_length=1)
     patterns: list[str] = Field(min_length=1)
     max_other_words: int = Field(0, ge=0)
+    # At least one of these must match too (e.g. the thanks itself), so that a
+    # short text made only of filler (a greeting, an order number) is not caught.
+    required_patterns: list[str] = Field(default_factory=list)
     ignore_case: bool = True
 
-    @field_validator("patterns")
+    @field_validator("patterns", "required_patterns")
     @classmethod
     def _compiles(cls, patterns):
         return PatternDetector._compiles(patterns)
@@ -141,8 +144,17 @@ class OnlyPatternsDetector(_Spec):
         flags = re.IGNORECASE if self.ignore_case else 0
         return re.compile("|".join(f"(?:{p})" for p in self.patterns), flags)
 
+    @cached_property
+    def required(self) -> Optional[re.Pattern]:
+        if not self.required_patterns:
+            return None
+        flags = re.IGNORECASE if self.ignore_case else 0
+        return re.compile("|".join(f"(?:{p})" for p in self.required_patterns), flags)
+
     def check(self, text: str) -> tuple[bool, str]:
         if not text.strip() or not self.regex.search(text):
+            return False, ""
+        if self.required is not None and not self.required.search(text):
             return False, ""
         rest = _WORD.findall(self.regex.sub(" ", text))
         if len(rest) > self.max_other_words:

@@ -38,3 +38,13 @@ def test_something_else(body):
 def test_bad_pattern_is_refused():
     with pytest.raises(ValidationError):
         TypeAdapter(DetectorSpec).validate_python({"kind": "only_patterns", "fields": ["body"], "patterns": ["("]})
+
+
+def test_required_pattern_must_match():
+    spec = TypeAdapter(DetectorSpec).validate_python({
+        "kind": "only_patterns", "fields": ["body"], "max_other_words": 3,
+        "patterns": [r"\border\b", r"thanks"], "required_patterns": ["thanks"]})
+    m = _msg("Review order now")
+    assert run_detector(spec, m, TextViews(m), None) == (False, "")
+    m = _msg("Thanks for the order")
+    assert run_detector(spec, m, TextViews(m), None)[0] is True
