@@ -72,9 +72,11 @@ class CompiledVersion:
                     condition = marker & _expr(node)
                 when_all(condition)(self._action(resolved.id))
                 self.rule_ids.append(resolved.id)
-            if not self.rule_ids:
-                # A ruleset must hold a rule; this one never fires.
-                when_all(marker & (getattr(m, MARKER_FIELD) == False))(self._action(""))  # noqa: E712
+            # A sentinel that every fact matches: a fact no rule handled raises
+            # MessageNotHandledException, after which delete_state was seen to
+            # segfault (free(): invalid pointer) on the 2020 ruleset. It also
+            # gives the ruleset a rule when every real one is switched off.
+            when_all(marker)(self._action(""))
         get_host()  # registers the definition now, in this thread
 
     @staticmethod
@@ -104,7 +106,7 @@ class CompiledVersion:
             raise EngineError(f"durable_rules returned {state!r} instead of a state")
         if "exception" in state or "action_error" in state:
             raise EngineError(f"a rule action failed: {state.get('exception') or state.get('action_error')}")
-        return frozenset(state.get("fired", ()))
+        return frozenset(r for r in state.get("fired", ()) if r)  # "" is the sentinel
 
 
 _compiled: dict[str, CompiledVersion] = {}

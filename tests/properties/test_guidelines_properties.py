@@ -145,12 +145,6 @@ def test_exactly_one_review_request_per_order_is_allowed(raw):
     assert allowed == {o: 1 for o in {m.order_id for m in log}}
 
 
-# Skipped: on generated logs the durable_rules C engine segfaults (free(): invalid
-# pointer / SIGSEGV inside delete_state) when the 2020 ruleset is asserted facts
-# that match no rule in a fresh process; the golden cases (durable path) pass.
-# Reproduce: /tmp-style script compiling base and calling fired() with random
-# facts. A crash would take the whole test session down, so it cannot be xfail.
-@pytest.mark.skip(reason="durable_rules segfaults in delete_state on the 2020 ruleset; see issue 3 closing note")
 @given(st.lists(messages(), min_size=1, max_size=4), st.lists(events, max_size=2))
 def test_durable_rules_agree_with_the_reference(raw, evs):
     log = _log(evs + raw)
