@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .model import AttachmentKind, Category, Channel, Message
 
-TextField = Literal["subject", "body", "text", "html"]
+# "links" is the link targets (href attributes) of an HTML body, one per line:
+# what a buyer can click, as opposed to image sources.
+TextField = Literal["subject", "body", "text", "html", "links"]
 
 
 class _Spec(BaseModel):
@@ -115,6 +117,54 @@ class UrlDetector(_Spec):
     only_hosts: list[str] = Field(default_factory=list)
 
 
+class OnlyPatternsDetector(_Spec):
+    """True when the text holds nothing but matches of the patterns, give or take a few words.
+
+    Every match of every pattern (Python regex) is cut out; the text counts as
+    "only these" when at least one match was found and at most max_other_words
+    words remain (room for a name or a signature). Empty text is False.
+    """
+
+    kind: Literal["only_patterns"]
+    fields: list[TextField] = Field(min_length=1)
+    patterns: list[str] = Field(min_length=1)
+    max_other_words: int = Field(0, ge=0)
+    # At least one of these must match too (e.g. the thanks itself), so that a
+    # short text made only of filler (a greeting, an order number) is not caught.
+    required_patterns: list[str] = Field(default_factory=list)
+    ignore_case: bool = True
+
+    @field_validator("patterns", "required_patterns")
+    @classmethod
+    def _compiles(cls, patterns):
+        return PatternDetector._compiles(patterns)
+
+    @cached_property
+    def regex(self) -> re.Pattern:
+        flags = re.IGNORECASE if self.ignore_case else 0
+        return re.compile("|".join(f"(?:{p})" for p in self.patterns), flags)
+
+    @cached_property
+    def required(self) -> Optional[re.Pattern]:
+        if not self.required_patterns:
+            return None
+        flags = re.IGNORECASE if self.ignore_case else 0
+        return re.compile("|".join(f"(?:{p})" for p in self.required_patterns), flags)
+
+    def check(self, text: str) -> tuple[bool, str]:
+        if not text.strip() or not self.regex.search(text):
+            return False, ""
+        if self.required is not None and not self.required.search(text):
+            return False, ""
+        rest = _WORD.findall(self.regex.sub(" ", text))
+        if len(rest) > self.max_other_words:
+            return False, ""
+        return True, " ".join(text.split())[:120]
+
+
+_WORD = re.compile(r"\w+")
+
+
 class AttachmentsDetector(_Spec):
     """True when an attachment's kind is outside allowed_kinds."""
 
@@ -132,6 +182,7 @@ DetectorSpec = Annotated[
         LanguageMatchDetector,
         UrlDetector,
         AttachmentsDetector,
+        OnlyPatternsDetector,
     ],
     Field(discriminator="kind"),
 ]
@@ -180,6 +231,8 @@ class TextViews:
             return self.message.subject
         if name == "html":
             return self.message.body
+        if name == "links":
+            return "\n".join(_HREF.findall(self.message.body))
         if self._body is None:
             self._body = body_text(self.message.body)
         if name == "body":
@@ -187,6 +240,7 @@ class TextViews:
         return self.message.subject + "\n" + self._body
 
 
+_HREF = re.compile(r"""\bhref\s*=\s*["']?\s*([^"'\s>]+)""", re.I)
 _URL = re.compile(r"""(?:https?://|www\.)[^\s<>"'()\[\]]+""", re.I)
 
 
@@ -239,6 +293,9 @@ def run_detector(spec, message: Message, views: TextViews, history) -> tuple[Opt
                 if not _host_matches(host_name, spec.allowed_hosts):
                     return True, url
         return False, ""
+    if isinstance(spec, OnlyPatternsDetector):
+        # All fields together must consist of the patterns (a subject "Thanks!" over a real body is not thanks-only).
+        return spec.check("\n".join(views.get(name) for name in spec.fields))
     if isinstance(spec, AttachmentsDetector):
         for attachment in message.attachments:
             if attachment.kind not in spec.allowed_kinds:
