@@ -118,7 +118,7 @@ def test_every_category_channel_subject_and_opt_out_state_gets_one_verdict(versi
                                       channel=channel, subject=subject, category=category, buyer_opted_out=opted)
                     verdict = judge.judge(message, record=False)
                     assert verdict.outcome in Outcome and verdict.outcome is not Outcome.no_policy
-                    assert [(p.policy, p.version) for p in verdict.policies if p.policy == FAMILY] == [(FAMILY, version.id)]
+                    assert [(p.policy, p.version) for p in verdict.policies if p.policy == version.family] == [(version.family, version.id)]
                     if verdict.findings:
                         assert verdict.outcome == max(f.outcome for f in verdict.findings)
                     count += 1
