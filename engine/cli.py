@@ -118,7 +118,7 @@ def check(file, on, evaluator, fmt, policies: PolicySet):
             click.echo(f"input error: {error}", err=True)
         click.echo(f"{len(errors)} bad record(s); nothing was judged", err=True)
         sys.exit(EXIT_ERROR)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     for verdict in verdicts:
         if fmt == "json":
             out.write(orjson.dumps(verdict_json(verdict)).decode() + "\n")
