@@ -118,11 +118,16 @@ def _cedar_handles():
     return cedarpy.PolicySet.from_str(CEDAR_POLICIES), cedarpy.Entities.from_json_str(json.dumps(cedar_entities()))
 
 
+_CEDAR_SELLER = {"type": "Seller", "id": "seller"}
+_CEDAR_DELIVER = {"type": "Action", "id": "deliver"}
+
+
 def cedar_requests(facts: list[dict]) -> list[dict]:
+    # Structured uids: measured faster in cedarpy than 'Type::"id"' strings, which it parses.
     return [{
-        "principal": 'Seller::"seller"',
-        "action": 'Action::"deliver"',
-        "resource": f'Category::"{fact["category"]}"',
+        "principal": _CEDAR_SELLER,
+        "action": _CEDAR_DELIVER,
+        "resource": {"type": "Category", "id": fact["category"]},
         "context": {"opted_out": fact["opted_out"], "channel": fact["channel"],
                     "subject_air": fact["subject_air"], "subject_important": fact["subject_important"],
                     "is_quoted_reply": fact["is_quoted_reply"]},
