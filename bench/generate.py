@@ -364,8 +364,9 @@ class Order:
         self.plan: list[tuple[int, str, object]] = []
         self.step = 0
         self.questions: list[tuple[str, str, str]] = []  # (message_id, subject, text)
-        self.placed_text = buyer.clock.format(placed_at)
-        self.delivered_text = buyer.clock.format(delivered_at)
+        if anchor_mode in ("both", "placed_only"):
+            self.placed_text = buyer.clock.format(placed_at)
+            self.delivered_text = buyer.clock.format(delivered_at)
 
 
 # Heap entry kinds
@@ -467,7 +468,7 @@ class LogSimulator:
                       for _ in range(300)]
         self.recent_buyers: list[Buyer] = []
         self.recent_slot = 0
-        self.buyer_count = part * 10**15
+        self.buyer_count = part * 10**14
         self.order_count = part * 10**12
         self.message_count = part * 10**9
         self.orders_admitted = 0
@@ -512,8 +513,8 @@ class LogSimulator:
             return self.recent_buyers[int(rng.random() * len(self.recent_buyers))]
         self.buyer_count += 1
         self.buyers_created += 1
-        number = (self.buyer_count * 1_923_952_142_679_964_693 + 97) % 36**12  # coprime to 36: a permutation
-        buyer_id = "A" + _base36(number).rjust(12, "0")
+        # An odd multiplier permutes the counter modulo 16**13: distinct, random-looking ids.
+        buyer_id = f"A{(self.buyer_count * 0x9E3779B97F4A7C15 + 97) % 16**13:013X}"
         roll = rng.random()
         marketplace = "US" if roll < 0.7 else "UK" if roll < 0.82 else "DE" if roll < 0.94 else "JP"
         native = {"US": "en", "UK": "en", "DE": "de", "JP": "ja"}[marketplace]
@@ -864,15 +865,6 @@ def _pick(rng: random.Random, pool):
 
 def _plan_time(step) -> int:
     return step[0]
-
-
-def _base36(number: int) -> str:
-    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    text = ""
-    while number:
-        number, rest = divmod(number, 36)
-        text = digits[rest] + text
-    return text or "0"
 
 
 # --------------------------------------------------------------------------
