@@ -477,9 +477,26 @@ class LogSimulator:
         self.heap_seq = 0
         self.committed = 0
         self.volume = 0.0  # fraction of the arrival calendar already passed
+        # Independent per-message choices, pre-drawn into pools so a message
+        # costs one draw instead of one per choice.
+        self.field_patterns = [self._field_pattern() for _ in range(4096)]
+        self.extra_patterns = {key: [self._extra_pattern(chances) for _ in range(4096)]
+                               for key, chances in EXTRA_CHANCES.items()}
         if not calibrating:
             self.calendar = Calendar(arrivals_from, high)
             self.profile = LinesProfile(self.calendar, low, high, seed ^ 0x5EED)
+
+    def _field_pattern(self) -> tuple[bool, bool, bool, int, bool, bool, bool]:
+        """(US marketplace written, initiated_by written, null reply_to written,
+        opt-out flag: 0 value / 1 null / 2 absent, language written,
+        buyer_language written, timestamp in UTC)."""
+        r = self.rng.random
+        roll = r()
+        return (r() < 0.85, r() < 0.85, r() < 0.3, 0 if roll < 0.6 else 1 if roll < 0.85 else 2,
+                r() < 0.4, r() < 0.3, r() < 0.03)
+
+    def _extra_pattern(self, chances) -> tuple[str, ...]:
+        return tuple(extra for extra, chance in chances if self.rng.random() < chance)
 
     # -- pacing -----------------------------------------------------------
     def _next_arrival(self) -> int | None:
@@ -533,8 +550,8 @@ class LogSimulator:
     # -- order plans ------------------------------------------------------
     def _plan_order(self, placed: int, buyer: Buyer) -> Order:
         rng = self.rng
-        ship = placed + int(rng.uniform(0.3, 3.0) * DAY)
-        delivered = ship + int(rng.uniform(1.0, 6.0) * DAY)
+        ship = placed + int(_between(rng, 0.3, 3.0) * DAY)
+        delivered = ship + int(_between(rng, 1.0, 6.0) * DAY)
         roll = rng.random()
         anchor_mode = "both" if roll < 0.78 else "placed_only" if roll < 0.88 else "null" if roll < 0.95 else "absent"
         product = PRODUCTS[int(rng.random() * len(PRODUCTS))]
@@ -543,35 +560,35 @@ class LogSimulator:
         plan = order.plan
 
         if rng.random() < (0.12 if modern else 0.55):
-            plan.append((placed + int(rng.uniform(60, 3 * HOUR)), "order_confirmation", None))
+            plan.append((placed + int(_between(rng, 60, 3 * HOUR)), "order_confirmation", None))
         if rng.random() < (0.10 if modern else 0.45):
-            plan.append((ship + int(rng.uniform(0, 4 * HOUR)), "shipment_confirmation", None))
+            plan.append((ship + int(_between(rng, 0, 4 * HOUR)), "shipment_confirmation", None))
         if rng.random() < (0.05 if modern else 0.2):
-            plan.append((delivered + int(rng.uniform(HOUR, 30 * HOUR)), "delivery_confirmation", None))
+            plan.append((delivered + int(_between(rng, HOUR, 30 * HOUR)), "delivery_confirmation", None))
         if rng.random() < 0.55:
             late = rng.random() < 0.08  # some sellers ask well after the 30-day window
-            delay = rng.uniform(31, 50) if late else rng.uniform(4, 20)
+            delay = _between(rng, 31, 50) if late else _between(rng, 4, 20)
             kind = "review_request" if rng.random() < 0.6 else "feedback_request"
             plan.append((delivered + int(delay * DAY), kind, None))
         if rng.random() < 0.14:
             threads = 2 if rng.random() < 0.2 else 1
-            asked = placed + int(rng.uniform(HOUR, 8 * DAY))
+            asked = placed + int(_between(rng, HOUR, 8 * DAY))
             for _ in range(threads):
                 topic = BUYER_QUESTIONS[int(rng.random() * len(BUYER_QUESTIONS))]
                 plan.append((asked, "buyer_question", topic))
-                plan.append((asked + int(rng.uniform(0.3, 40) * HOUR), "seller_reply", topic))
-                asked += int(rng.uniform(2, 6) * DAY)
+                plan.append((asked + int(_between(rng, 0.3, 40) * HOUR), "seller_reply", topic))
+                asked += int(_between(rng, 2, 6) * DAY)
         if rng.random() < 0.08:
             if product in BULKY_PRODUCTS or rng.random() < 0.2:
                 category = "delivery_scheduling" if rng.random() < 0.7 else "home_service_appointment"
             else:
                 category = CRITICAL_CATEGORIES[int(rng.random() * len(CRITICAL_CATEGORIES))]
-            plan.append((placed + int(rng.uniform(HOUR, 2 * DAY)), "critical", category))
+            plan.append((placed + int(_between(rng, HOUR, 2 * DAY)), "critical", category))
         if rng.random() < 0.22:
-            plan.append((placed + int(rng.uniform(HOUR, 35 * DAY)), "other", self._other_category(buyer)))
+            plan.append((placed + int(_between(rng, HOUR, 35 * DAY)), "other", self._other_category(buyer)))
 
         if not plan:
-            plan.append((delivered + int(rng.uniform(4, 20) * DAY), "review_request", None))
+            plan.append((delivered + int(_between(rng, 4, 20) * DAY), "review_request", None))
         plan.sort(key=_plan_time)
         del plan[5:]  # an order carries 1-5 messages
         if plan[0][0] < self.low or plan[-1][0] >= self.high:
@@ -613,10 +630,10 @@ class LogSimulator:
         if buyer.event_pending:
             return []
         if not buyer.planned_opted_out and rng.random() < 0.07:
-            at = placed + int(rng.uniform(0, 15) * DAY)
+            at = placed + int(_between(rng, 0, 15) * DAY)
             kind = "buyer_opt_out"
         elif buyer.planned_opted_out and rng.random() < 0.08:
-            at = placed + int(rng.uniform(0, 30) * DAY)
+            at = placed + int(_between(rng, 0, 30) * DAY)
             kind = "buyer_opt_in"
         else:
             return []
@@ -700,27 +717,28 @@ class LogSimulator:
             fill = {"oid": order.order_id, "product": order.product, "name": buyer.name}
             subject, body, channel, language, attachments = self._proactive(order, sent, step_kind, category, fill)
 
+        us_marketplace, with_initiator, with_null_reply, opt_out_form, with_language, with_buyer_language, \
+            utc = _pick(rng, self.field_patterns)
         record = {"message_id": message_id, "order_id": order.order_id, "buyer_id": buyer.buyer_id,
-                  "sent_at": self._stamp(sent, buyer)}
-        if buyer.marketplace != "US" or rng.random() < 0.85:
+                  "sent_at": LocalClock.format_utc(sent) if utc else buyer.clock.format(sent)}
+        if us_marketplace or buyer.marketplace != "US":
             record["marketplace"] = buyer.marketplace
-        if initiated_by == "buyer" or rng.random() < 0.85:
+        if with_initiator or initiated_by == "buyer":
             record["initiated_by"] = initiated_by
-        if reply_to is not None or rng.random() < 0.3:
+        if with_null_reply or reply_to is not None:
             record["reply_to"] = reply_to
         record["channel"] = channel
         record["subject"] = subject
         record["body"] = body
         record["category"] = category
-        roll = rng.random()
-        if roll < 0.6:
+        if opt_out_form == 0:
             record["buyer_opted_out"] = buyer.opted_out
-        elif roll < 0.85:
+        elif opt_out_form == 1:
             record["buyer_opted_out"] = None
         self._anchor_fields(record, order, sent)
-        if rng.random() < 0.4:
+        if with_language:
             record["language"] = language
-        if rng.random() < 0.3:
+        if with_buyer_language:
             record["buyer_language"] = buyer.language
         if attachments is not None:
             record["attachments"] = attachments
@@ -784,9 +802,8 @@ class LogSimulator:
         greeting = f"Hi {buyer.name},\n\n" if rng.random() < 0.7 else f"Dear {buyer.name},\n"
         parts = [greeting, core]
 
-        for extra, chance in EXTRA_CHANCES[modern, category in ("review_request", "feedback_request")]:
-            if rng.random() < chance:
-                parts.append(" " + self._extra(extra, order))
+        for extra in _pick(rng, self.extra_patterns[modern, category in ("review_request", "feedback_request")]):
+            parts.append(" " + self._extra(extra, order))
         if rng.random() < 0.8:
             parts.append(_pick(rng, SIGNOFFS))
         body = "".join(parts)
@@ -857,6 +874,10 @@ class LogSimulator:
                 width = int(field[1])
                 values[field] = f"{int(rng.random() * 10**width):0{width}d}"
         return template.format_map(values)
+
+
+def _between(rng: random.Random, low: float, high: float) -> float:
+    return low + (high - low) * rng.random()  # random.uniform without its call overhead
 
 
 def _pick(rng: random.Random, pool):
@@ -931,7 +952,7 @@ class Breaker:
         text = orjson.dumps(record).decode()
         roll = self.rng.random()
         if roll < 0.4:
-            return text[: max(1, int(len(text) * self.rng.uniform(0.2, 0.95)))]  # truncated export
+            return text[: max(1, int(len(text) * _between(self.rng, 0.2, 0.95)))]  # truncated export
         if roll < 0.6:
             return text[:-1] + ",}"  # trailing comma
         if roll < 0.8:
