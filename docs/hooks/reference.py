@@ -27,7 +27,7 @@ from typing import Any, Iterable, Optional
 
 from mkdocs.structure.files import File
 
-from engine.conditions import ConditionSpec, describe
+from engine.conditions import ConditionSpec, Const, describe
 from engine.policyfile import ALL_MARKETPLACES, Family, PolicySet, ResolvedRule, ResolvedVersion, load_policies
 
 REF = "reference"
@@ -437,7 +437,7 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
     ver = v.version
     out = [f"# {family.id} / {v.id}: {ver.title}", "",
            ver.summary, "",
-           "| | |", "|---|---|",
+           "| property | value |", "|---|---|",
            f"| in force | {_interval(v)}, local midnight in each marketplace |",
            f"| marketplaces | {_markets(v)} |",
            f"| inherits | {ver.inherits or '—'} |",
@@ -470,6 +470,10 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
                 f"- **A missing fact gives:** {'an `indeterminate` finding' if r.rule.on_unknown == 'indeterminate' else 'an `allowed` note'}"]
         if r.rule.notes:
             out.append(f"- **Notes:** {r.rule.notes}")
+        if isinstance(r.condition, Const) and not r.condition.value:
+            out += ["", '!!! note "Cannot fire in this version"',
+                    "    With this version's parameters the condition reduces to *never*: "
+                    "the rule is enabled but decides nothing here."]
         out.append("")
     disabled = [r for r in v.rules if not r.rule.enabled]
     if disabled:
