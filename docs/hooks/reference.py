@@ -329,7 +329,7 @@ def timeline_svg(policies: PolicySet) -> str:
         return "<p>No versions.</p>"
     # The axis is not to scale: every gap between two dates gets a width that grows with the
     # logarithm of its length, so a four-day suspension stays visible beside seven-year versions.
-    label_w, left_pad, open_w, height_row = 230, 10, 80, 44
+    label_w, left_pad, open_w, height_row = 230, 10, 115, 44
     x = {dates[0]: label_w + left_pad}
     for a, b in zip(dates, dates[1:]):
         x[b] = x[a] + 34 + 26 * math.log1p((b - a).days)
@@ -581,11 +581,26 @@ def categories_page(family: Family) -> str:
            "How each version classifies every message category (CONTRACT §2). "
            "A change from the previous version is marked **bold**.", ""]
     versions = family.versions
-    for attr in family.file.category_attributes:
+    cats = list(versions[0].version.categories) if versions else []
+    attrs = family.file.category_attributes
+    out += ["## Summary", "",
+            "The attributes each version gives each category (for yes/no attributes, the ones that are yes).", "",
+            "| category | " + " | ".join(f"{v.id}<br><small>{v.effective_from}</small>" for v in versions) + " |",
+            "|---|" + "---|" * len(versions)]
+    for cat in cats:
+        cells, prev = [], _MISSING
+        for v in versions:
+            values = v.version.categories.get(cat, {})
+            shown = ", ".join(a if values.get(a) is True else f"{a}={_value(values.get(a))}"
+                              for a in attrs if values.get(a) is not False) or "—"
+            cells.append(f"**{_cell(shown)}**" if prev is not _MISSING and values != prev else _cell(shown))
+            prev = values
+        out.append(f"| `{cat.value}` | " + " | ".join(cells) + " |")
+    out.append("")
+    for attr in attrs:
         out += [f"## `{attr}`", "",
                 "| category | " + " | ".join(f"{v.id}<br><small>{v.effective_from}</small>" for v in versions) + " |",
                 "|---|" + "---|" * len(versions)]
-        cats = list(versions[0].version.categories) if versions else []
         for cat in cats:
             cells, prev = [], _MISSING
             for v in versions:
@@ -606,3 +621,12 @@ def _attr_value(value: Any) -> str:
     if value is None:
         return "—"
     return _cell(_value(value))
+
+
+def on_serve(server, config, builder, **kwargs):
+    """`mkdocs serve` rebuilds the reference when a policy file changes."""
+    extra = config.get("extra") or {}
+    where = extra.get("msgpolicy_policies")
+    if where:
+        server.watch(str(Path(config["config_file_path"]).parent / where))
+    return server
