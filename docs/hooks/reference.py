@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import yaml
 from mkdocs.structure.files import File
 
 from engine.conditions import ConditionSpec, Const, describe
@@ -190,6 +191,32 @@ def params_used(version: ResolvedVersion, rule: ResolvedRule) -> dict[str, Any]:
     for name, value in rule.rule.parameters.items():
         out.setdefault(name, value)
     return out
+
+
+def _spec_dump(spec: ConditionSpec) -> Any:
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def as_written(version: ResolvedVersion, rule: ResolvedRule) -> str:
+    """The rule's condition as in the policy file, with the predicates it reaches."""
+    preds: list[str] = []
+
+    def walk(spec: Optional[ConditionSpec]):
+        if spec is None:
+            return
+        for sub in (spec.all_ or []) + (spec.any_ or []):
+            walk(sub)
+        walk(spec.not_)
+        if spec.ref is not None and spec.ref not in preds:
+            preds.append(spec.ref)
+            walk(version.version.predicates.get(spec.ref))
+
+    walk(rule.rule.when)
+    doc: dict[str, Any] = {"when": _spec_dump(rule.rule.when)}
+    if preds:
+        doc["predicates"] = {name: _spec_dump(version.version.predicates[name])
+                             for name in preds if name in version.version.predicates}
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
 
 
 def _rule_signature(v: ResolvedVersion, r: ResolvedRule) -> dict:
@@ -470,6 +497,8 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
                 f"- **A missing fact gives:** {'an `indeterminate` finding' if r.rule.on_unknown == 'indeterminate' else 'an `allowed` note'}"]
         if r.rule.notes:
             out.append(f"- **Notes:** {r.rule.notes}")
+        out += ["", '??? abstract "As written in the policy file"', "", "    ```yaml",
+                *("    " + line for line in as_written(v, r).splitlines()), "    ```"]
         if isinstance(r.condition, Const) and not r.condition.value:
             out += ["", '!!! note "Cannot fire in this version"',
                     "    With this version's parameters the condition reduces to *never*: "
@@ -489,6 +518,20 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
         for name, spec in ver.detectors.items():
             out.append(f"| `{name}` | {spec.kind} | {_cell(spec.description) or '—'} |")
         out.append("")
+    cited: list[str] = []
+    for key in list(ver.sources) + [k for r in v.enabled_rules for k in r.rule.sources]:
+        if key not in cited:
+            cited.append(key)
+    out += ["## Sources cited", "", "| key | source |", "|---|---|"]
+    for key in cited:
+        src = policies.sources.get(key)
+        title = _cell(src.title) if src else "—"
+        if src and src.url:
+            title = f"[{title}]({src.url})"
+        if src and src.note:
+            title += f" <small>{_cell(src.note)}</small>"
+        out.append(f"| `{key}` | {title} |")
+    out.append("")
     return "\n".join(out)
 
 
