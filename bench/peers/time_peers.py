@@ -165,15 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         peers = {name: peer for name, peer in peers.items() if name in args.only}
 
     rows = []
-    print(f"{'peer':<24} {'version':<10} {'µs/decision':>12} {'decisions/s':>14} {'min..max µs':>18}")
+    width = max(len(name) for name in peers) + 1
+    print(f"{'peer':<{width}} {'version':<10} {'µs/decision':>12} {'decisions/s':>14} {'min..max µs':>18}")
     for name, (module, decide) in peers.items():
         if module and importlib.util.find_spec(module) is None:
-            print(f"{name:<24} not installed")
+            print(f"{name:<{width}} not installed")
             rows.append({"peer": name, "installed": False})
             continue
         got = decide(facts[:5000])
         if got != expected[:5000]:
-            print(f"{name:<24} DISAGREES with the reference; not timed")
+            print(f"{name:<{width}} DISAGREES with the reference; not timed")
             rows.append({"peer": name, "installed": True, "agrees": False})
             continue
         seconds = time_peer(decide, facts, args.runs)
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         version = _version(module)
         per = median / len(facts) * 1e6
         spread = f"{min(seconds) / len(facts) * 1e6:.2f}..{max(seconds) / len(facts) * 1e6:.2f}"
-        print(f"{name:<24} {version:<10} {per:>12.2f} {len(facts) / median:>14,.0f} {spread:>18}")
+        print(f"{name:<{width}} {version:<10} {per:>12.2f} {len(facts) / median:>14,.0f} {spread:>18}")
         rows.append({"peer": name, "installed": True, "agrees": True, "version": version,
                      "us_per_decision": per, "decisions_per_second": len(facts) / median,
                      "run_seconds": seconds})
