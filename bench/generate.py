@@ -1141,8 +1141,21 @@ def _run_part(spec: dict) -> dict:
 def _append_part(fmt: str, target: Path, part: Path) -> None:
     if fmt == "parquet":
         return  # merged separately: a Parquet file cannot be appended to
-    with open(target, "ab") as sink, open(part, "rb") as source:
-        shutil.copyfileobj(source, sink, 16 * 2**20)
+    # Not opened for appending: copy_file_range refuses O_APPEND targets.
+    with open(target, "r+b") as sink, open(part, "rb") as source:
+        start = sink.seek(0, os.SEEK_END)
+        try:  # in-kernel copy where the OS offers it
+            remaining = os.fstat(source.fileno()).st_size
+            while remaining > 0:
+                copied = os.copy_file_range(source.fileno(), sink.fileno(), remaining)
+                if copied == 0:
+                    break
+                remaining -= copied
+        except (AttributeError, OSError):
+            source.seek(0)
+            sink.seek(start)
+            sink.truncate()  # drop a partial in-kernel copy, then copy in user space
+            shutil.copyfileobj(source, sink, 16 * 2**20)
     part.unlink()
 
 
