@@ -485,11 +485,9 @@ class LogSimulator:
         self.heap_seq = 0
         self.committed = 0
         self.volume = 0.0  # fraction of the arrival calendar already passed
-        # Independent per-message choices, pre-drawn into pools so a message
-        # costs one draw instead of one per choice.
+        # Independent per-message field choices, pre-drawn into a pool so a
+        # message costs one draw instead of one per choice.
         self.field_patterns = [self._field_pattern() for _ in range(4096)]  # indexed by one draw
-        self.extra_patterns = {key: [self._extra_pattern(chances) for _ in range(4096)]
-                               for key, chances in EXTRA_CHANCES.items()}
         # Order lives and message texts are drawn from pools made up front
         # (texts with {oid}/{name}/{product} left to fill): rendering them per
         # message was most of the generator's time.
@@ -510,9 +508,6 @@ class LogSimulator:
         roll = r()
         return (r() < 0.85, r() < 0.85, r() < 0.3, 0 if roll < 0.6 else 1 if roll < 0.85 else 2,
                 r() < 0.4, r() < 0.3, r() < 0.03)
-
-    def _extra_pattern(self, chances) -> tuple[str, ...]:
-        return tuple(extra for extra, chance in chances if self.rng.random() < chance)
 
     # -- pacing -----------------------------------------------------------
     def _next_arrival(self) -> int | None:
@@ -833,8 +828,9 @@ class LogSimulator:
             if category == "cross_sell":
                 core = core.replace("{product2}", _pick(rng, PRODUCTS))
         parts = ["Hi {name},\n\n" if rng.random() < 0.7 else "Dear {name},\n", core]
-        for extra in _pick(rng, self.extra_patterns[modern, category in ("review_request", "feedback_request")]):
-            parts.append(" " + self._extra(extra, "{oid}", rng))
+        for extra, chance in EXTRA_CHANCES[modern, category in ("review_request", "feedback_request")]:
+            if rng.random() < chance:
+                parts.append(" " + self._extra(extra, "{oid}", rng))
         if rng.random() < 0.8:
             parts.append(_pick(rng, SIGNOFFS))
         body = "".join(parts)
