@@ -41,6 +41,10 @@ CRITICAL_CATEGORIES = (
     "product_customization", "delivery_scheduling", "shipping_address_issue",
     "order_info_request", "custom_design_verification", "home_service_appointment",
 )
+OTHER_CATEGORIES = (
+    "invoice", "proactive_customer_service", "out_of_stock_notice", "marketing", "cross_sell",
+    "thank_you_only", "fulfillment_issue", "return_question",
+)
 MARKETPLACE_ZONES = {
     "US": "America/Los_Angeles", "UK": "Europe/London",
     "DE": "Europe/Berlin", "JP": "Asia/Tokyo",
@@ -369,6 +373,10 @@ class Order:
             self.delivered_text = buyer.clock.format(delivered_at)
 
 
+ORDER_SHAPES = 16_384  # distinct order lives per era
+TEXTS_PER_POOL = 512  # distinct rendered texts per (category, era, language)
+_TEXT_FILL = {"oid": "{oid}", "product": "{product}", "name": "{name}"}
+
 # Heap entry kinds
 _ORDER_STEP = 0
 _EVENT = 1
@@ -477,11 +485,17 @@ class LogSimulator:
         self.heap_seq = 0
         self.committed = 0
         self.volume = 0.0  # fraction of the arrival calendar already passed
-        # Independent per-message choices, pre-drawn into pools so a message
-        # costs one draw instead of one per choice.
-        self.field_patterns = [self._field_pattern() for _ in range(4096)]
-        self.extra_patterns = {key: [self._extra_pattern(chances) for _ in range(4096)]
-                               for key, chances in EXTRA_CHANCES.items()}
+        # Independent per-message field choices, pre-drawn into a pool so a
+        # message costs one draw instead of one per choice.
+        self.field_patterns = [self._field_pattern() for _ in range(4096)]  # indexed by one draw
+        # Order lives and message texts are drawn from pools made up front
+        # (texts with {oid}/{name}/{product} left to fill): rendering them per
+        # message was most of the generator's time.
+        shape_rng = random.Random(seed * 7 + 3)
+        self.order_shapes = {modern: [self._order_shape(shape_rng, modern) for _ in range(ORDER_SHAPES)]
+                             for modern in (False, True)}
+        self.text_rng = random.Random(seed * 7 + 5)
+        self.text_pools: dict[tuple[str, bool, str], list[tuple]] = {}
         if not calibrating:
             self.calendar = Calendar(arrivals_from, high)
             self.profile = LinesProfile(self.calendar, low, high, seed ^ 0x5EED)
@@ -494,9 +508,6 @@ class LogSimulator:
         roll = r()
         return (r() < 0.85, r() < 0.85, r() < 0.3, 0 if roll < 0.6 else 1 if roll < 0.85 else 2,
                 r() < 0.4, r() < 0.3, r() < 0.03)
-
-    def _extra_pattern(self, chances) -> tuple[str, ...]:
-        return tuple(extra for extra, chance in chances if self.rng.random() < chance)
 
     # -- pacing -----------------------------------------------------------
     def _next_arrival(self) -> int | None:
@@ -549,18 +560,27 @@ class LogSimulator:
 
     # -- order plans ------------------------------------------------------
     def _plan_order(self, placed: int, buyer: Buyer) -> Order:
-        rng = self.rng
-        ship = placed + int(_between(rng, 0.3, 3.0) * DAY)
+        shapes = self.order_shapes[placed >= GUIDELINES_2020]
+        product, anchor_mode, delivered_after, steps = shapes[int(self.rng.random() * ORDER_SHAPES)]
+        order = Order(self._order_id(), buyer, placed, placed + delivered_after, anchor_mode, product)
+        order.plan = plan = [(placed + offset, kind, detail) for offset, kind, detail in steps]
+        if plan[0][0] < self.low or plan[-1][0] >= self.high:
+            order.plan = plan = self._clip(plan)
+        if not plan and self.low <= placed < self.high - 600:
+            plan.append((placed + 600, "order_confirmation", None))
+        return order
+
+    def _order_shape(self, rng: random.Random, modern: bool) -> tuple:
+        """One order's life relative to its placement: (product, anchor mode,
+        delivery offset, [(offset, step kind, detail)]) in time order."""
+        ship = int(_between(rng, 0.3, 3.0) * DAY)
         delivered = ship + int(_between(rng, 1.0, 6.0) * DAY)
         roll = rng.random()
         anchor_mode = "both" if roll < 0.78 else "placed_only" if roll < 0.88 else "null" if roll < 0.95 else "absent"
-        product = PRODUCTS[int(rng.random() * len(PRODUCTS))]
-        order = Order(self._order_id(), buyer, placed, delivered, anchor_mode, product)
-        modern = placed >= GUIDELINES_2020
-        plan = order.plan
-
+        product = _pick(rng, PRODUCTS)
+        plan = []
         if rng.random() < (0.12 if modern else 0.55):
-            plan.append((placed + int(_between(rng, 60, 3 * HOUR)), "order_confirmation", None))
+            plan.append((int(_between(rng, 60, 3 * HOUR)), "order_confirmation", None))
         if rng.random() < (0.10 if modern else 0.45):
             plan.append((ship + int(_between(rng, 0, 4 * HOUR)), "shipment_confirmation", None))
         if rng.random() < (0.05 if modern else 0.2):
@@ -572,9 +592,9 @@ class LogSimulator:
             plan.append((delivered + int(delay * DAY), kind, None))
         if rng.random() < 0.14:
             threads = 2 if rng.random() < 0.2 else 1
-            asked = placed + int(_between(rng, HOUR, 8 * DAY))
+            asked = int(_between(rng, HOUR, 8 * DAY))
             for _ in range(threads):
-                topic = BUYER_QUESTIONS[int(rng.random() * len(BUYER_QUESTIONS))]
+                topic = _pick(rng, BUYER_QUESTIONS)
                 plan.append((asked, "buyer_question", topic))
                 plan.append((asked + int(_between(rng, 0.3, 40) * HOUR), "seller_reply", topic))
                 asked += int(_between(rng, 2, 6) * DAY)
@@ -582,20 +602,15 @@ class LogSimulator:
             if product in BULKY_PRODUCTS or rng.random() < 0.2:
                 category = "delivery_scheduling" if rng.random() < 0.7 else "home_service_appointment"
             else:
-                category = CRITICAL_CATEGORIES[int(rng.random() * len(CRITICAL_CATEGORIES))]
-            plan.append((placed + int(_between(rng, HOUR, 2 * DAY)), "critical", category))
+                category = _pick(rng, CRITICAL_CATEGORIES)
+            plan.append((int(_between(rng, HOUR, 2 * DAY)), "critical", category))
         if rng.random() < 0.22:
-            plan.append((placed + int(_between(rng, HOUR, 35 * DAY)), "other", self._other_category(buyer)))
-
+            # The category depends on the buyer's marketplace: chosen when sent.
+            plan.append((int(_between(rng, HOUR, 35 * DAY)), "other", None))
         if not plan:
             plan.append((delivered + int(_between(rng, 4, 20) * DAY), "review_request", None))
         plan.sort(key=_plan_time)
-        del plan[5:]  # an order carries 1-5 messages
-        if plan[0][0] < self.low or plan[-1][0] >= self.high:
-            order.plan = plan = self._clip(plan)
-        if not plan and self.low <= placed < self.high - 600:
-            plan.append((placed + 600, "order_confirmation", None))
-        return order
+        return product, anchor_mode, delivered, tuple(plan[:5])  # an order carries 1-5 messages
 
     def _clip(self, plan: list) -> list:
         """Keeps the steps inside the window [low, high); a reply whose buyer
@@ -615,6 +630,7 @@ class LogSimulator:
         return kept
 
     def _other_category(self, buyer: Buyer) -> str:
+        """Purpose of an order's miscellaneous proactive message (OTHER_CATEGORIES)."""
         roll = self.rng.random()
         if buyer.marketplace == "DE" and roll < 0.4:
             return "invoice"  # invoices are routinely mailed in DE
@@ -713,12 +729,16 @@ class LogSimulator:
         elif step_kind == "seller_reply":
             category, subject, body, reply_to = self._reply(order, detail)
         else:
-            category = step_kind if step_kind not in ("critical", "other") else detail
-            fill = {"oid": order.order_id, "product": order.product, "name": buyer.name}
-            subject, body, channel, language, attachments = self._proactive(order, sent, step_kind, category, fill)
+            if step_kind == "critical":
+                category = detail
+            elif step_kind == "other":
+                category = self._other_category(buyer)
+            else:
+                category = step_kind
+            subject, body, channel, language, attachments = self._proactive(order, sent, category)
 
         us_marketplace, with_initiator, with_null_reply, opt_out_form, with_language, with_buyer_language, \
-            utc = _pick(rng, self.field_patterns)
+            utc = self.field_patterns[int(rng.random() * 4096)]
         record = {"message_id": message_id, "order_id": order.order_id, "buyer_id": buyer.buyer_id,
                   "sent_at": LocalClock.format_utc(sent) if utc else buyer.clock.format(sent)}
         if us_marketplace or buyer.marketplace != "US":
@@ -774,47 +794,56 @@ class LogSimulator:
         reply_to = question_id if rng.random() < 0.95 else None
         category = topic[0] if rng.random() < 0.25 else "customer_service_reply"
         if rng.random() < 0.08:
-            body += " " + self._extra("emoji", order)
+            body += " " + self._extra("emoji", order.order_id, rng)
         if rng.random() < 0.05:
-            body += " " + self._extra("email", order)
+            body += " " + self._extra("email", order.order_id, rng)
         return category, f"Re: {question_subject}", body, reply_to
 
-    def _proactive(self, order: Order, sent: int, step_kind: str, category: str, fill: dict):
+    def _proactive(self, order: Order, sent: int, category: str):
         rng = self.rng
         buyer = order.buyer
-        attachments = None
-        modern = sent >= GUIDELINES_2020
         if category in ("review_request", "feedback_request") and sent >= REQUEST_A_REVIEW_LAUNCH \
                 and rng.random() < 0.35:
             # Amazon's own template: fixed text, counts as the order's review request.
             return REQUEST_A_REVIEW_SUBJECT, REQUEST_A_REVIEW_BODY, "request_a_review", "en", None
+        language = buyer.language if buyer.language in FOREIGN_TEXT and rng.random() < 0.6 else "en"
+        key = (category, sent >= GUIDELINES_2020, language)
+        pool = self.text_pools.get(key)
+        if pool is None:
+            pool = self.text_pools[key] = [self._render_text(*key) for _ in range(TEXTS_PER_POOL)]
+        subject, body, channel, attachments = pool[int(rng.random() * TEXTS_PER_POOL)]
+        fill = {"oid": order.order_id, "product": order.product, "name": buyer.name}
+        if attachments == "invoice":
+            attachments = [{"name": f"invoice-{order.order_id[-7:]}.pdf", "kind": "invoice"}]
+        return subject.format_map(fill), body.format_map(fill), channel, language, attachments
 
-        if buyer.language in FOREIGN_TEXT and rng.random() < 0.6:
-            language = buyer.language
-            pool = FOREIGN_TEXT[language]
-            core = _pick(rng, pool).format_map(fill)
+    def _render_text(self, category: str, modern: bool, language: str) -> tuple:
+        """(subject, body, channel, attachments) with {oid}, {name}, {product} unfilled."""
+        rng = self.text_rng
+        fill = _TEXT_FILL
+        if language in FOREIGN_TEXT:
+            core = _pick(rng, FOREIGN_TEXT[language])
         else:
-            language = "en"
-            template = _pick(rng, CORE_TEXT[category])
+            core = _pick(rng, CORE_TEXT[category])
             if category == "cross_sell":
-                fill["product2"] = _pick(rng, PRODUCTS)
-            core = template.format_map(fill)
-        greeting = f"Hi {buyer.name},\n\n" if rng.random() < 0.7 else f"Dear {buyer.name},\n"
-        parts = [greeting, core]
-
-        for extra in _pick(rng, self.extra_patterns[modern, category in ("review_request", "feedback_request")]):
-            parts.append(" " + self._extra(extra, order))
+                core = core.replace("{product2}", _pick(rng, PRODUCTS))
+        parts = ["Hi {name},\n\n" if rng.random() < 0.7 else "Dear {name},\n", core]
+        for extra, chance in EXTRA_CHANCES[modern, category in ("review_request", "feedback_request")]:
+            if rng.random() < chance:
+                parts.append(" " + self._extra(extra, "{oid}", rng))
         if rng.random() < 0.8:
             parts.append(_pick(rng, SIGNOFFS))
         body = "".join(parts)
         if rng.random() < 0.1:
             body = "<html><body><p>" + body.replace("\n\n", "</p><p>").replace("\n", "<br>") + "</p></body></html>"
-
-        subject, channel = self._subject_and_channel(step_kind, category, fill)
+        step_kind = "critical" if category in CRITICAL_CATEGORIES else (
+            "other" if category in OTHER_CATEGORIES else category)
+        subject, channel = self._subject_and_channel(rng, step_kind, category, fill)
 
         roll = rng.random()
+        attachments = None
         if category == "invoice":
-            attachments = [dict(ATTACHMENTS["invoice"][0], name=f"invoice-{order.order_id[-7:]}.pdf")]
+            attachments = "invoice"  # named after the order: made when sent
         elif category == "proactive_customer_service" and roll < 0.5:
             attachments = [dict(_pick(rng, ATTACHMENTS["product_instructions"]))]
         elif category == "custom_design_verification" and roll < 0.8:
@@ -825,10 +854,10 @@ class LogSimulator:
             attachments = [dict(_pick(rng, ATTACHMENTS["other"]))]
         elif roll < 0.05:
             attachments = []
-        return subject, body, channel, language, attachments
+        return subject, body, channel, attachments
 
-    def _subject_and_channel(self, step_kind: str, category: str, fill: dict) -> tuple[str, str]:
-        rng = self.rng
+    @staticmethod
+    def _subject_and_channel(rng: random.Random, step_kind: str, category: str, fill: dict) -> tuple[str, str]:
         channel = "email" if rng.random() < 0.75 else "api" if rng.random() < 0.6 else "seller_central"
         critical = category in CRITICAL_CATEGORIES
         roll = rng.random()
@@ -852,8 +881,7 @@ class LogSimulator:
         pool = SUBJECTS.get(category) or SUBJECTS["critical" if critical else "other"]
         return pool[int(rng.random() * len(pool))].format(**fill), channel
 
-    def _extra(self, kind: str, order: Order) -> str:
-        rng = self.rng
+    def _extra(self, kind: str, order_id: str, rng: random.Random) -> str:
         template = _pick(rng, EXTRAS[kind])
         fields = EXTRA_FIELDS[template]
         if not fields:
@@ -861,7 +889,7 @@ class LogSimulator:
         values = {}
         for field in fields:  # draw only what the template uses
             if field == "oid":
-                values[field] = order.order_id
+                values[field] = order_id
             elif field == "asin":
                 values[field] = _pick(rng, self.asins)
             elif field == "host":
@@ -1109,8 +1137,21 @@ def _run_part(spec: dict) -> dict:
 def _append_part(fmt: str, target: Path, part: Path) -> None:
     if fmt == "parquet":
         return  # merged separately: a Parquet file cannot be appended to
-    with open(target, "ab") as sink, open(part, "rb") as source:
-        shutil.copyfileobj(source, sink, 16 * 2**20)
+    # Not opened for appending: copy_file_range refuses O_APPEND targets.
+    with open(target, "r+b") as sink, open(part, "rb") as source:
+        start = sink.seek(0, os.SEEK_END)
+        try:  # in-kernel copy where the OS offers it
+            remaining = os.fstat(source.fileno()).st_size
+            while remaining > 0:
+                copied = os.copy_file_range(source.fileno(), sink.fileno(), remaining)
+                if copied == 0:
+                    break
+                remaining -= copied
+        except (AttributeError, OSError):
+            source.seek(0)
+            sink.seek(start)
+            sink.truncate()  # drop a partial in-kernel copy, then copy in user space
+            shutil.copyfileobj(source, sink, 16 * 2**20)
     part.unlink()
 
 

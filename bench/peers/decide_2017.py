@@ -13,13 +13,15 @@ and returns one outcome per fact: "allowed", "blocked" or "violation".
 The table, read with the contract's "most severe finding wins":
   D1  not opted out                                   -> allowed
   D4  opted out, non-critical, AIR via seller_central -> violation (misuse)
-  D8  opted out, non-critical, [Important]            -> violation (misuse)
+  D8  opted out, non-critical, [Important] by mail    -> violation (misuse)
   D5  opted out, quoted reply on the buyer's thread   -> allowed
   D3  opted out, critical, AIR via seller_central     -> allowed
-  D7  opted out, critical, [Important]                -> allowed
+  D7  opted out, critical, [Important] by mail        -> allowed
   D2/D6/D9 anything else when opted out               -> blocked
 The AIR path is Seller Central's Contact Buyer page, so an AIR subject sent by
-other channels is an ordinary subject. Misuse outranks the reply path because
+other channels is an ordinary subject; the "[Important]" tag is the path for
+mail sent outside Seller Central (channel email or api), as in D7 and as the
+engine's shipped 2017 policy reads it. Misuse outranks the reply path because
 a violation is more severe than a delivery.
 """
 
@@ -46,13 +48,16 @@ OUTCOMES = ("allowed", "blocked", "violation")
 # Plain Python: the reference every peer must agree with.
 
 _CRITICAL = frozenset(CRITICAL_CATEGORIES)
+MAIL_CHANNELS = ("email", "api")  # outside Seller Central: where "[Important]" is a path
 
 
 def decide_reference_one(fact: dict) -> str:
     if not fact["opted_out"]:
         return "allowed"  # D1
     critical = fact["category"] in _CRITICAL
-    sanctioned_subject = (fact["subject_air"] and fact["channel"] == "seller_central") or fact["subject_important"]
+    channel = fact["channel"]
+    sanctioned_subject = (fact["subject_air"] and channel == "seller_central") or (
+        fact["subject_important"] and channel in MAIL_CHANNELS)
     if sanctioned_subject and not critical:
         return "violation"  # D4, D8
     if fact["is_quoted_reply"] or sanctioned_subject:
@@ -91,11 +96,12 @@ when { context.is_quoted_reply };
 
 @id("D7")
 permit (principal, action == Action::"deliver", resource in CategoryGroup::"critical")
-when { context.subject_important };
+when { context.subject_important && (context.channel == "email" || context.channel == "api") };
 
 @id("D8")
 permit (principal, action == Action::"deliver", resource)
-when { context.opted_out && context.subject_important }
+when { context.opted_out && context.subject_important &&
+       (context.channel == "email" || context.channel == "api") }
 unless { resource in CategoryGroup::"critical" };
 """
 CEDAR_MISUSE = frozenset({"D4", "D8"})
@@ -160,13 +166,14 @@ def _quoted(values) -> str:
 
 def zen_decision_table() -> dict:
     critical = _quoted(CRITICAL_CATEGORIES)
+    mail = _quoted(MAIL_CHANNELS)
     # columns: opted_out, category, channel, subject_air, subject_important, is_quoted_reply
     rows = (
         ("D1", "false", "", "", "", "", "", "allowed"),
         ("D3", "true", critical, '"seller_central"', "true", "", "", "allowed"),
-        ("D7", "true", critical, "", "", "true", "", "allowed"),
+        ("D7", "true", critical, mail, "", "true", "", "allowed"),
         ("D4", "true", "", '"seller_central"', "true", "", "", "violation"),
-        ("D8", "true", "", "", "", "true", "", "violation"),
+        ("D8", "true", "", mail, "", "true", "", "violation"),
         ("D5", "true", "", "", "", "", "true", "allowed"),
         ("D2", "", "", "", "", "", "", "blocked"),  # also D6, D9
     )
@@ -231,10 +238,10 @@ def decide_zen_each(facts: list[dict]) -> list[str]:
 RULE_ENGINE_ROWS = (
     ("D1", "not opted_out", "allowed"),
     ("D4", "subject_air and channel == 'seller_central' and category not in critical", "violation"),
-    ("D8", "subject_important and category not in critical", "violation"),
+    ("D8", "subject_important and channel in mail and category not in critical", "violation"),
     ("D5", "is_quoted_reply", "allowed"),
     ("D3", "subject_air and channel == 'seller_central' and category in critical", "allowed"),
-    ("D7", "subject_important and category in critical", "allowed"),
+    ("D7", "subject_important and channel in mail and category in critical", "allowed"),
     ("D2", "true", "blocked"),  # also D6, D9
 )
 
@@ -249,8 +256,10 @@ def _rule_engine_rows():
         "subject_air": types.BOOLEAN, "subject_important": types.BOOLEAN, "is_quoted_reply": types.BOOLEAN,
     }))
     critical_list = "[" + ", ".join(f"'{c}'" for c in CRITICAL_CATEGORIES) + "]"
-    # The critical list is a literal in each expression, so facts need no extra field.
-    return tuple((rule_id, rule_engine.Rule(expression.replace("critical", critical_list), context=context),
+    mail_list = "[" + ", ".join(f"'{c}'" for c in MAIL_CHANNELS) + "]"
+    # The lists are literals in each expression, so facts need no extra fields.
+    return tuple((rule_id, rule_engine.Rule(expression.replace("critical", critical_list)
+                                            .replace(" mail ", f" {mail_list} "), context=context),
                   outcome) for rule_id, expression, outcome in RULE_ENGINE_ROWS)
 
 

@@ -36,6 +36,8 @@ WORKED_EXAMPLES = [
     ("E10/D2", fact(category="proactive_customer_service"), "blocked"),
     ("D6", fact(category="customer_service_reply"), "blocked"),  # reply without the buyer's text
     ("AIR by email", fact(category="shipping_address_issue", subject_air=True), "blocked"),
+    ("[Important] in Seller Central", fact(category="delivery_scheduling", channel="seller_central",
+                                           subject_important=True), "blocked"),
 ]
 
 
@@ -63,3 +65,13 @@ def test_peer_agrees_with_reference_on_every_combination(peer):
     disagreements = [(f, e, g) for f, e, g in zip(FACTS, expected, got) if e != g]
     assert len(got) == len(FACTS)
     assert not disagreements, disagreements[:5]
+
+
+def test_msgpolicy_engine_agrees_when_importable():
+    """The engine itself on the same facts, when a full `engine` package is on the path."""
+    engine = pytest.importorskip("engine")
+    if not hasattr(engine, "Judge"):
+        pytest.skip("the engine on the path has no Judge (skeleton only)")
+    import ours_2017
+
+    assert ours_2017.decide_durable(FACTS) == decide_2017.decide_reference(FACTS)

@@ -135,17 +135,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per peer (median reported)")
     parser.add_argument("--seed", type=int, default=2017)
     parser.add_argument("--from-log", type=Path, help="take facts from a generated JSONL log")
+    parser.add_argument("--cross-product", action="store_true",
+                        help="cycle through every input combination instead (half opted out: "
+                             "a harder mix than real logs)")
     parser.add_argument("--ours", action="append", default=[], metavar="MODULE:FUNCTION",
                         help="also time a callable with the same signature (list of facts -> outcomes)")
     parser.add_argument("--only", action="append", default=[], help="time only these peers")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
-    facts = facts_from_log(args.from_log) if args.from_log else facts_from_generator(args.facts, args.seed)
+    if args.cross_product:
+        facts, source = decide_2017.all_facts(), "cross product of the inputs"
+    elif args.from_log:
+        facts, source = facts_from_log(args.from_log), f"from {args.from_log}"
+    else:
+        facts, source = facts_from_generator(args.facts, args.seed), f"generated 2017 log, seed {args.seed}"
     facts = _resize(facts, args.facts)
     expected = decide_2017.decide_reference(facts)
     mix = {o: expected.count(o) for o in decide_2017.OUTCOMES}
-    print(f"{len(facts)} facts ({'from ' + str(args.from_log) if args.from_log else 'generated, seed ' + str(args.seed)}); "
+    print(f"{len(facts)} facts ({source}); "
           f"reference outcomes {mix}; opted out {sum(f['opted_out'] for f in facts)}")
     print(f"Python {platform.python_version()} on {platform.machine()}, {args.runs} runs each, median quoted")
 
@@ -157,15 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         peers = {name: peer for name, peer in peers.items() if name in args.only}
 
     rows = []
-    print(f"{'peer':<24} {'version':<10} {'µs/decision':>12} {'decisions/s':>14} {'min..max µs':>18}")
+    width = max(len(name) for name in peers) + 1
+    print(f"{'peer':<{width}} {'version':<10} {'µs/decision':>12} {'decisions/s':>14} {'min..max µs':>18}")
     for name, (module, decide) in peers.items():
         if module and importlib.util.find_spec(module) is None:
-            print(f"{name:<24} not installed")
+            print(f"{name:<{width}} not installed")
             rows.append({"peer": name, "installed": False})
             continue
         got = decide(facts[:5000])
         if got != expected[:5000]:
-            print(f"{name:<24} DISAGREES with the reference; not timed")
+            print(f"{name:<{width}} DISAGREES with the reference; not timed")
             rows.append({"peer": name, "installed": True, "agrees": False})
             continue
         seconds = time_peer(decide, facts, args.runs)
@@ -173,12 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         version = _version(module)
         per = median / len(facts) * 1e6
         spread = f"{min(seconds) / len(facts) * 1e6:.2f}..{max(seconds) / len(facts) * 1e6:.2f}"
-        print(f"{name:<24} {version:<10} {per:>12.2f} {len(facts) / median:>14,.0f} {spread:>18}")
+        print(f"{name:<{width}} {version:<10} {per:>12.2f} {len(facts) / median:>14,.0f} {spread:>18}")
         rows.append({"peer": name, "installed": True, "agrees": True, "version": version,
                      "us_per_decision": per, "decisions_per_second": len(facts) / median,
                      "run_seconds": seconds})
     if args.json:
-        args.json.write_text(json.dumps({"facts": len(facts), "runs": args.runs, "peers": rows}, indent=2))
+        args.json.write_text(json.dumps({"facts": len(facts), "source": source, "runs": args.runs,
+                                         "outcomes": mix, "peers": rows}, indent=2))
     return 0
 
 
