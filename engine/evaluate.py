@@ -119,9 +119,8 @@ class Judge:
             hits = set()
             for version, facts in per_version:
                 values = {**facts.values, **{n: assignment[n] for n in names if n in facts.values}}
-                by_id = {r.id: r for r in version.rules}
                 for rule_id in self._fired(version, values):
-                    hits.add(_Hit((version.family, version.id, rule_id), version, by_id[rule_id]))
+                    hits.add(_Hit((version.family, version.id, rule_id), version, version.rule_index[rule_id]))
             completions.append((assignment, hits))
 
         return self._combine(message, instant, refs, per_version, unknown, completions)

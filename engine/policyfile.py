@@ -13,6 +13,7 @@ every error names the file, the rule (when there is one) and the field.
 from __future__ import annotations
 
 import copy
+import functools
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
@@ -194,6 +195,10 @@ class ResolvedVersion:
 
     def contains(self, local_date: dt.date) -> bool:
         return self.effective_from <= local_date and (self.effective_to is None or local_date < self.effective_to)
+
+    @functools.cached_property
+    def rule_index(self) -> dict[str, ResolvedRule]:
+        return {r.id: r for r in self.rules}
 
     @property
     def enabled_rules(self) -> list[ResolvedRule]:

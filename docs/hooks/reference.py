@@ -23,7 +23,7 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import yaml
 from mkdocs.structure.files import File
@@ -160,28 +160,35 @@ def _anchor(rule_id: str) -> str:
     return "rule-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in rule_id.lower())
 
 
-def params_used(version: ResolvedVersion, rule: ResolvedRule) -> dict[str, Any]:
-    """The parameters a rule's condition reads (through predicates), with their values."""
-    names: list[str] = []
-    seen_preds: set[str] = set()
+def specs_reached(version: ResolvedVersion, rule: ResolvedRule) -> Iterator[tuple[ConditionSpec, Optional[str]]]:
+    """Every condition node of a rule, following predicates (each once); with the predicate a node opens."""
+    seen: set[str] = set()
 
     def walk(spec: Optional[ConditionSpec]):
         if spec is None:
             return
+        opened = spec.ref if spec.ref is not None and spec.ref not in seen else None
+        yield spec, opened
         for sub in (spec.all_ or []) + (spec.any_ or []):
-            walk(sub)
-        walk(spec.not_)
+            yield from walk(sub)
+        yield from walk(spec.not_)
+        if opened is not None:
+            seen.add(opened)
+            yield from walk(version.version.predicates.get(opened))
+
+    yield from walk(rule.rule.when)
+
+
+def params_used(version: ResolvedVersion, rule: ResolvedRule) -> dict[str, Any]:
+    """The parameters a rule's condition reads (through predicates), with their values."""
+    names: list[str] = []
+    for spec, _ in specs_reached(version, rule):
         if spec.param is not None and spec.param not in names:
             names.append(spec.param)
-        if spec.ref is not None and spec.ref not in seen_preds:
-            seen_preds.add(spec.ref)
-            walk(version.version.predicates.get(spec.ref))
         if spec.fact is not None:
             _, value = spec.operator()
             if getattr(value, "param", None) and value.param not in names:
                 names.append(value.param)
-
-    walk(rule.rule.when)
     out = {}
     for name in names:
         if name in rule.rule.parameters:
@@ -199,19 +206,7 @@ def _spec_dump(spec: ConditionSpec) -> Any:
 
 def as_written(version: ResolvedVersion, rule: ResolvedRule) -> str:
     """The rule's condition as in the policy file, with the predicates it reaches."""
-    preds: list[str] = []
-
-    def walk(spec: Optional[ConditionSpec]):
-        if spec is None:
-            return
-        for sub in (spec.all_ or []) + (spec.any_ or []):
-            walk(sub)
-        walk(spec.not_)
-        if spec.ref is not None and spec.ref not in preds:
-            preds.append(spec.ref)
-            walk(version.version.predicates.get(spec.ref))
-
-    walk(rule.rule.when)
+    preds = [opened for _, opened in specs_reached(version, rule) if opened is not None]
     doc: dict[str, Any] = {"when": _spec_dump(rule.rule.when)}
     if preds:
         doc["predicates"] = {name: _spec_dump(version.version.predicates[name])
