@@ -342,9 +342,10 @@ class _RulesetProcess:
             except OSError:
                 pass
         if self.proc is not None:
-            self.proc.join(timeout=2)
-            if self.proc.is_alive():
-                self.proc.terminate()
+            # Stateless helper: stop it (forked siblings hold copies of its pipe, so it
+            # would not see EOF).
+            self.proc.terminate()
+            self.proc.join()
 
 
 def _ruleset_main(version, conn):
