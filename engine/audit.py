@@ -54,7 +54,9 @@ import orjson
 
 from . import __version__
 from .evaluate import Judge, When
-from .facts import History
+from .detectors import TextViews
+from .facts import History, facts_for, structural_facts
+from .timeline import in_force_on, marketplace_zone
 from .io import LIST_COLUMNS, InputError, _csv_value, to_record
 from .model import BuyerEvent, InitiatedBy, Message, Outcome, Verdict
 
@@ -394,6 +396,9 @@ class AuditJudge(Judge):
     def __init__(self, policies, **kw):
         super().__init__(policies, **kw)
         self._helpers: dict = {}
+        self._verdicts: dict = {}
+        self._in_force: dict = {}
+        self._zones: dict = {}
 
     def _fired(self, version, values):
         key = (version.content_hash, tuple(values[name] for name in version.fact_domains))
@@ -409,8 +414,61 @@ class AuditJudge(Judge):
         for helper in self._helpers.values():
             helper.close()
 
+    # -- the audit's fast path ------------------------------------------------------
+
+    VERDICT_CACHE_MAX = 200_000
+
+    def judge_fast(self, message: Message, at: When):
+        """(result JSON bytes without the header, outcome, policies, findings keys) for one
+        message, then remember it in the history.
+
+        A verdict is a pure function of the versions in force, each version's fact
+        values and the evidence spans beside them (Judge._judge/_combine read nothing
+        else but message_id and the instant, which are the header). So the rendered
+        tail is cached under that key; a miss runs the full path."""
+        try:
+            instant = self.instant_for(message, at)
+            mk = (message.marketplace, instant.astimezone(self._zone(message.marketplace)).date())
+            versions = self._in_force.get(mk)
+            if versions is None:
+                versions = self._in_force[mk] = in_force_on(self.policies, mk[1], message.marketplace)
+            if not versions:
+                return instant, _NO_POLICY
+            base = structural_facts(message, self.history)
+            views = TextViews(message)
+            detector_cache: dict = {}
+            key = []
+            for v in versions:
+                f = facts_for(message, self.history, v, base, views, detector_cache)
+                key.append((v.content_hash, tuple(f.values.values()),
+                            tuple(f.spans.items()) if f.spans else ()))
+            key = tuple(key)
+            hit = self._verdicts.get(key)
+            if hit is None:
+                verdict = self._judge(message, instant)
+                data = verdict_dict(verdict)
+                del data["message_id"], data["evaluated_at"]
+                hit = (orjson.dumps(data)[1:],  # without the opening brace
+                       verdict.outcome,
+                       tuple((p.policy, p.version) for p in verdict.policies),
+                       tuple((f.outcome.value, f.policy, f.version, f.rule) for f in verdict.findings))
+                if len(self._verdicts) >= self.VERDICT_CACHE_MAX:
+                    self._verdicts.clear()
+                self._verdicts[key] = hit
+            return instant, hit
+        finally:
+            self.history.record(message)
+
+    def _zone(self, marketplace):
+        z = self._zones.get(marketplace)
+        if z is None:
+            z = self._zones[marketplace] = marketplace_zone(self.policies, marketplace)
+        return z
+
 
 # ---- result lines ----------------------------------------------------------------------
+
+_NO_POLICY = (b'"outcome":"no_policy","policies":[],"findings":[]}', Outcome.no_policy, (), ())
 
 
 def verdict_dict(v: Verdict, out_of_order: bool = False) -> dict:
@@ -457,6 +515,25 @@ class Summary:
         if not v.outcome.is_clean:
             self.order_scores[order_id] += _POINTS[v.outcome]
             self.order_counts[(order_id, outcome)] += 1
+            if len(self.order_scores) > 200_000:
+                self.prune_orders(20_000)
+
+    def add_fast(self, outcome: Outcome, policies: tuple, findings: tuple, order_id: str, month: str,
+                 hashes: dict) -> None:
+        self.judged += 1
+        value = outcome.value
+        self.outcomes[value] += 1
+        self.by_month[(month, value)] += 1
+        for policy, version in policies:
+            self.by_version[(policy, version, value)] += 1
+            name = f"{policy}/{version}"
+            if name not in self.versions_used:
+                self.versions_used[name] = hashes[(policy, version)]
+        for f in findings:
+            self.by_rule[f] += 1
+        if not outcome.is_clean:
+            self.order_scores[order_id] += _POINTS[outcome]
+            self.order_counts[(order_id, value)] += 1
             if len(self.order_scores) > 200_000:
                 self.prune_orders(20_000)
 
@@ -583,11 +660,14 @@ def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Su
                 judge.observe(item)
                 continue
             late = history.is_out_of_order(item.buyer_id, item.sent_at.timestamp())
-            verdict = judge.judge(item, cfg.at)
+            instant, (tail, outcome, pols, finds) = judge.judge_fast(item, cfg.at)
             if late:
                 summary.out_of_order += 1
-            summary.add_verdict(verdict, item.order_id, verdict.evaluated_at.strftime("%Y-%m"), hashes)
-            out_results.write(prefix + dumps(verdict_dict(verdict, late)) + b"\n")
+                tail = tail[:-1] + b',"out_of_order":true}'
+            iso = instant.isoformat()
+            summary.add_fast(outcome, pols, finds, item.order_id, iso[:7], hashes)
+            out_results.write(prefix + b'{"message_id":' + dumps(item.message_id) + b',"evaluated_at":"'
+                              + iso.encode() + b'",' + tail + b"\n")
     if progress is not None:
         progress(done_bytes, summary.judged)
     return summary
