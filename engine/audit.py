@@ -146,9 +146,8 @@ class SeenIds:
         self.recent: set[int] = set()
         self.runs: list[array] = []
 
-    @staticmethod
-    def key(message_id: str) -> int:
-        return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "little", signed=True)
+    # Python's string hash: 64 bits, and the same in forked workers (one hash seed per run).
+    key = staticmethod(hash)
 
     def __contains__(self, key: int) -> bool:
         if key in self.recent:
