@@ -616,7 +616,7 @@ def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Su
         for line, obj, nbytes in stream_items(path):
             done_bytes += nbytes
             if progress is not None and line % 4096 == 0:
-                progress(done_bytes, summary.judged)
+                progress(done_bytes, summary.read)
             if obj is None:
                 if worker == 0:
                     summary.blank += 1
@@ -664,11 +664,12 @@ def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Su
                 summary.out_of_order += 1
                 tail = tail[:-1] + b',"out_of_order":true}'
             iso = instant.isoformat()
-            summary.add_fast(outcome, pols, finds, item.order_id, iso[:7], hashes)
+            month = iso[:7] if cfg.at is None else item.sent_at.isoformat()[:7]  # by month sent
+            summary.add_fast(outcome, pols, finds, item.order_id, month, hashes)
             out_results.write(prefix + b'{"message_id":' + dumps(item.message_id) + b',"evaluated_at":"'
                               + iso.encode() + b'",' + tail + b"\n")
     if progress is not None:
-        progress(done_bytes, summary.judged)
+        progress(done_bytes, summary.read)
     return summary
 
 

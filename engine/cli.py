@@ -265,7 +265,7 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
                                    TimeElapsedColumn, TimeRemainingColumn)
         total = _estimate_messages(logs)
         progress = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]} msg/s"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TextColumn("{task.fields[rate]} records/s"), TimeElapsedColumn(), TextColumn("ETA"),
                             TimeRemainingColumn(), transient=True)
         task = progress.add_task("audit", total=total, rate="-")
         import time

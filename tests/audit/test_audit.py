@@ -158,3 +158,16 @@ def test_seen_ids_runs():
         seen.add(k)
     assert all(k in seen for k in keys)
     assert SeenIds.key("other") not in seen
+
+
+def test_on_date_judges_every_message_at_that_date_but_counts_by_month_sent(log, tmp_path):
+    summ, res = tmp_path / "s.json", tmp_path / "r.jsonl"
+    _run([log, "--on", "2017-04-01", "--format", "json", "-o", summ, "--results", res,
+          "--rejects", tmp_path / "j.jsonl"])
+    s = json.loads(summ.read_text())
+    assert s["provenance"]["evaluated_on"] == "2017-04-01"
+    assert len(s["by_month"]) > 12  # months sent, not the what-if date
+    results = [orjson.loads(l) for l in res.read_bytes().splitlines()]
+    assert {r["evaluated_at"][:10] for r in results} == {"2017-04-01"}
+    # the suspension: no opt-out rule decides anything
+    assert s["outcomes"]["blocked"] == s["outcomes"]["violation"] == s["outcomes"]["indeterminate"] == 0
