@@ -274,10 +274,20 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
         def on_progress(done):
             rate = done / max(time.monotonic() - start, 1e-6)
             progress.update(task, completed=done, rate=f"{rate:,.0f}")
-        with progress:
-            result = run_audit(policies, cfg, on_progress)
+        run = lambda: run_audit(policies, cfg, on_progress)  # noqa: E731
     else:
-        result = run_audit(policies, cfg)
+        progress = None
+        run = lambda: run_audit(policies, cfg)  # noqa: E731
+    try:
+        if progress is not None:
+            with progress:
+                result = run()
+        else:
+            result = run()
+    except (OSError, RuntimeError, UnicodeDecodeError) as exc:
+        # Not a finding: exit 2 so a script never mistakes a failed audit for status 1.
+        click.echo(f"audit error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
     for item in result.rejects:
         click.echo("input error: " + _reject_text(item), err=True)
     report = render(fmt, result, policies)

@@ -171,3 +171,13 @@ def test_on_date_judges_every_message_at_that_date_but_counts_by_month_sent(log,
     assert {r["evaluated_at"][:10] for r in results} == {"2017-04-01"}
     # the suspension: no opt-out rule decides anything
     assert s["outcomes"]["blocked"] == s["outcomes"]["violation"] == s["outcomes"]["indeterminate"] == 0
+
+
+def test_a_failing_audit_exits_2_not_1(log, tmp_path, monkeypatch):
+    import engine.audit as A
+
+    def boom(*a, **k):
+        raise RuntimeError("audit worker 0 failed")
+    monkeypatch.setattr(A, "audit", boom)
+    r = CliRunner().invoke(main, ["audit", str(log)])
+    assert r.exit_code == 2 and "audit error" in r.output
