@@ -288,136 +288,15 @@ class BoundedHistory(History):
                 self._touch("count", message.order_id if spec.scope == "order" else message.buyer_id, when)
 
 
-class _RulesetProcess:
-    """One policy version's durable_rules ruleset, alone in a helper process.
-
-    durable_rules 2.0.28 corrupts its heap when one process interleaves
-    `assert_fact`/`delete_state` calls across several rulesets: 20,000
-    random fact vectors over the 2017 family's five versions aborted ("double
-    free or corruption", "free(): invalid pointer") or segfaulted in 2-3 of
-    4 seeds, even with every ruleset registered first; 5,000 calls to any
-    single ruleset never did. So each version gets its own process that only
-    ever posts to its own ruleset; a call is a pure function of the vector,
-    so a crashed helper is restarted and the call retried.
-    """
-
-    RETRIES = 5
-
-    def __init__(self, version):
-        self.version = version
-        self.conn = None
-        self.proc = None
-        self.restarts = 0
-
-    def _start(self):
-        ctx = mp.get_context("fork")
-        parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_ruleset_main, args=(self.version, child), daemon=True)
-        self.proc.start()
-        child.close()
-        self.conn = parent
-
-    def fired(self, values: dict) -> frozenset:
-        for _ in range(self.RETRIES + 1):
-            if self.proc is None or not self.proc.is_alive():
-                if self.proc is not None:
-                    self.restarts += 1
-                self._start()
-            try:
-                self.conn.send(values)
-                status, payload = self.conn.recv()
-            except (EOFError, OSError):  # crashed, or retired itself between calls
-                self.proc.join(timeout=1)
-                self.restarts += 1
-                self.proc = None
-                continue
-            if status != "ok":
-                raise RuntimeError(f"durable_rules failed on {self.version.label}: {payload}")
-            return frozenset(payload)
-        raise RuntimeError(f"durable_rules helper for {self.version.label} kept crashing")
-
-    def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except OSError:
-                pass
-        if self.proc is not None:
-            # Stateless helper: stop it (forked siblings hold copies of its pipe, so it
-            # would not see EOF).
-            self.proc.terminate()
-            self.proc.join()
-
-
-def _ruleset_main(version, conn):
-    """Serve one version's decisions. Follows CompiledVersion.fired (fresh sid, marker
-    fact, every matching rule fires) except after MessageNotHandledException: there
-    `delete_state` segfaulted durable_rules (a vector matching no rule of the version,
-    reproduced alone in a fresh process), so the unmatched sid is left alone and the
-    process retires itself before durable_rules' 1,024-sid limit."""
-    from durable.engine import MessageNotHandledException
-    from durable.lang import assert_fact, delete_state
-
-    from .compile import MARKER_FIELD, compiled
-
-    engine = compiled(version)
-    leaked = 0
-    while leaked < 900:
-        try:
-            values = conn.recv()
-        except EOFError:
-            break
-        try:
-            sid = f"h{os.getpid()}-{next(engine._sids)}"
-            fact = dict(values)
-            fact["sid"] = sid
-            fact[MARKER_FIELD] = True
-            try:
-                state = assert_fact(engine.name, fact)
-            except MessageNotHandledException:
-                leaked += 1
-                conn.send(("ok", []))
-                continue
-            delete_state(engine.name, sid)
-            if not isinstance(state, dict) or "exception" in state or "action_error" in state:
-                raise RuntimeError(f"durable_rules returned {state!r}")
-            conn.send(("ok", sorted(state.get("fired", ()))))
-        except Exception as exc:  # noqa: BLE001 - reported to the caller
-            conn.send(("error", repr(exc)))
-    conn.close()
-    os._exit(0)
-
-
 class AuditJudge(Judge):
-    """Judge whose decision-cache misses go to one durable_rules process per version
-    (see _RulesetProcess): the decisions are still durable_rules' own."""
+    """Judge with the audit's fast path: verdicts rendered once per distinct
+    (versions in force, fact values, evidence) and reused."""
 
     def __init__(self, policies, **kw):
         super().__init__(policies, **kw)
-        self._helpers: dict = {}
-        # Start every helper now, while this process is small: a helper forked late holds a
-        # copy-on-write snapshot of a big worker, and the worker's later writes turn those
-        # pages into copies (3M messages: 1.18 GiB Pss over the tree with helpers forked lazily).
-        for version in policies.all_versions():
-            helper = self._helpers[version.content_hash] = _RulesetProcess(version)
-            helper._start()
         self._verdicts: dict = {}
         self._in_force: dict = {}
         self._zones: dict = {}
-
-    def _fired(self, version, values):
-        key = (version.content_hash, tuple(values[name] for name in version.fact_domains))
-        hit = self._cache.get(key)
-        if hit is None:
-            helper = self._helpers.get(version.content_hash)
-            if helper is None:
-                helper = self._helpers[version.content_hash] = _RulesetProcess(version)
-            hit = self._cache[key] = helper.fired(values)
-        return hit
-
-    def close(self):
-        for helper in self._helpers.values():
-            helper.close()
 
     # -- the audit's fast path ------------------------------------------------------
 
@@ -600,11 +479,7 @@ def run_worker(policies, cfg: AuditConfig, worker: int, out_results, out_rejects
                progress: Optional[Callable[[int, int], None]] = None) -> Summary:
     """Audit the stream's share of `worker`; results/rejects go to the binary writers as
     b"<file>\\t<line>\\t<json>\\n" lines (input order within this worker)."""
-    judge = AuditJudge(policies)
-    try:
-        return _run(judge, policies, cfg, worker, out_results, out_rejects, progress)
-    finally:
-        judge.close()
+    return _run(AuditJudge(policies), policies, cfg, worker, out_results, out_rejects, progress)
 
 
 def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Summary:
@@ -798,7 +673,7 @@ def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None
                 summary = run_worker(policies, cfg, 0, r, j, cb)
             input_hashes = {str(p): sha256_file(p) for p in cfg.paths}
         else:
-            # fork (durable-rules-notes §8); durable_rules itself runs in per-version helpers.
+            # fork (durable-rules-notes §8): workers inherit the loaded policies.
             ctx = mp.get_context("fork")
             counter = ctx.Array("q", jobs, lock=False)
             procs, conns = [], []

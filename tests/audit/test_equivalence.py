@@ -2,19 +2,15 @@
 
 The check path is `judge_records(..., cache=False)`: every fact vector of every
 message goes to durable_rules, history is rebuilt from the whole (time-sorted)
-log. The audit streams, caches decisions per fact vector, bounds its history and
-splits the log over two workers. durable_rules 2.0.28 crashes when one process
-posts to several rulesets (see engine.audit._RulesetProcess), so the check path
-here reaches durable_rules through the same one-process-per-version helpers;
-it still sends every vector, uncached.
+log. The audit streams, caches decisions per fact vector and rendered verdict,
+bounds its history and splits the log over two workers.
 """
 from __future__ import annotations
 
 import orjson
 import pytest
 
-import engine.evaluate as evaluate
-from engine.audit import AuditConfig, _RulesetProcess, audit
+from engine.audit import AuditConfig, audit
 from engine.check import validate_against_policies
 from engine.evaluate import judge_records
 from engine.io import InputError, to_record
@@ -25,23 +21,7 @@ from .gen import write
 N = 54_000
 
 
-@pytest.fixture()
-def isolated_durable(monkeypatch):
-    helpers: dict = {}
-
-    def _engine(self, version):
-        helper = helpers.get(version.content_hash)
-        if helper is None:
-            helper = helpers[version.content_hash] = _RulesetProcess(version)
-        return helper
-
-    monkeypatch.setattr(evaluate.Judge, "_engine", _engine)
-    yield
-    for h in helpers.values():
-        h.close()
-
-
-def test_audit_equals_check_path(policies, tmp_path, isolated_durable):
+def test_audit_equals_check_path(policies, tmp_path):
     log = tmp_path / "log.jsonl"
     write(log, N, seed=2024, malformed=0.03)
     results, rejects = tmp_path / "r.jsonl", tmp_path / "j.jsonl"
