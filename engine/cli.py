@@ -213,5 +213,119 @@ def schema():
     click.echo(orjson.dumps(message_json_schema(), option=orjson.OPT_INDENT_2).decode())
 
 
+# ---- audit ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--on", "on", metavar="DATE|TIMESTAMP",
+              help="Judge every message as if sent at this instant (what-if); default: as sent.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text",
+              show_default=True, help="Format of the summary report.")
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the summary report here (default: standard output).")
+@click.option("--results", type=click.Path(path_type=Path, dir_okay=False),
+              help="Per-message results, fields as `check --format json`; .jsonl, .csv or .parquet.")
+@click.option("--rejects", type=click.Path(path_type=Path, dir_okay=False),
+              help="Rejected records as JSON Lines (source, line, message_id, field, reason); "
+                   "default: reported on standard error.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Worker processes (records are partitioned by buyer; output does not depend on it).")
+@click.option("--history-days", type=click.IntRange(1, None), default=400, show_default=True,
+              help="Forget per-buyer/per-order history not touched for this many days of log time.")
+@click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Policy directory (default: the policies shipped with the package).")
+@click.option("--alt", "alternatives", multiple=True, metavar="NAME",
+              help="Select a recorded alternative reading (repeatable); see `msgpolicy timeline`.")
+def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives):
+    """Judge whole logs (JSON Lines, CSV, Parquet) as a stream; bad records are set aside, never fatal.
+
+    History follows file order (a real export is sorted by sent_at); a message sent before a
+    record already seen for its buyer is judged with the history so far and flagged out_of_order.
+    Exit status: 0 all clean, 1 findings, 2 usage/input error or read != judged + rejected + events.
+    """
+    from .audit import AuditConfig, audit as run_audit
+    from .report import render
+
+    try:
+        policies = load_policies(policies_dir, alternatives=alternatives)
+    except PolicyError as exc:
+        click.echo(f"policy error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    at = _parse_when(on)
+    for log in logs:
+        if not log.is_file():
+            click.echo(f"input error: {log}: no such file", err=True)
+            sys.exit(EXIT_ERROR)
+    cfg = AuditConfig(paths=list(logs), at=at, jobs=jobs, history_days=history_days,
+                      results=results, rejects=rejects)
+    interactive = sys.stderr.isatty() and sys.stdout.isatty()
+    if interactive:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        total = _estimate_messages(logs)
+        progress = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]} records/s"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn(), transient=True)
+        task = progress.add_task("audit", total=total, rate="-")
+        import time
+        start = time.monotonic()
+
+        def on_progress(done):
+            rate = done / max(time.monotonic() - start, 1e-6)
+            progress.update(task, completed=done, rate=f"{rate:,.0f}")
+        run = lambda: run_audit(policies, cfg, on_progress)  # noqa: E731
+    else:
+        progress = None
+        run = lambda: run_audit(policies, cfg)  # noqa: E731
+    try:
+        if progress is not None:
+            with progress:
+                result = run()
+        else:
+            result = run()
+    except (OSError, RuntimeError, UnicodeDecodeError) as exc:
+        # Not a finding: exit 2 so a script never mistakes a failed audit for status 1.
+        click.echo(f"audit error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    for item in result.rejects:
+        click.echo("input error: " + _reject_text(item), err=True)
+    report = render(fmt, result, policies)
+    if output is not None:
+        output.write_text(report, encoding="utf-8")
+    else:
+        click.get_text_stream("stdout").write(report)
+    s = result.summary
+    if not s.balanced:
+        click.echo(f"audit error: read {s.read} != judged {s.judged} + rejected {s.rejected} "
+                   f"+ buyer events {s.events}", err=True)
+        sys.exit(EXIT_ERROR)
+    if s.rejected:
+        where = f" (see {rejects})" if rejects else ""
+        click.echo(f"{s.rejected} record(s) rejected{where}", err=True)
+    clean = all(s.outcomes.get(o.value, 0) == 0 for o in Outcome if not o.is_clean)
+    sys.exit(EXIT_CLEAN if clean else EXIT_FINDINGS)
+
+
+def _estimate_messages(logs) -> int:
+    """Line count estimate for the progress bar (size / mean line length of the first 1 MiB)."""
+    total = 0
+    for log in logs:
+        size = log.stat().st_size
+        with open(log, "rb") as fh:
+            head = fh.read(1 << 20)
+        lines = head.count(b"\n") or 1
+        total += int(size / (len(head) / lines)) if head else 0
+    return max(total, 1)
+
+
+def _reject_text(item: dict) -> str:
+    where = item["source"] + (f" line {item['line']}" if item.get("line") is not None else "")
+    if item.get("message_id"):
+        where += f" (message_id {item['message_id']})"
+    field = f": field '{item['field']}'" if item.get("field") else ""
+    return f"{where}{field}: {item['reason']}"
+
+
 if __name__ == "__main__":
     main()

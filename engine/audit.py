@@ -1,0 +1,742 @@
+"""`audit`: judge whole logs as a stream, losing nothing (issue 4).
+
+Design (see also `msgpolicy audit --help`):
+
+* **Streaming.** Logs are read line by line (JSONL), row by row (CSV) or batch
+  by batch (Parquet); several logs are one stream in the order given.
+* **Nothing lost.** Every record is judged, applied as a buyer event, or
+  rejected (source, line, message_id, field, reason). `read = judged +
+  rejected + events` is checked at the end.
+* **Time order.** History follows the file order, which for a real export is
+  `sent_at` order. A message sent earlier than a record already applied to
+  its buyer's history is *out of order*: it is judged with the history as it
+  stands (never reordered, never dropped) and flagged (`out_of_order: true`
+  in its result, counted in the summary). A buyer event and a message at the
+  same instant: the event does not count for the message (CONTRACT §1,
+  "events before sent_at"), whatever their order in the file.
+* **Bounded memory.** The history keeps per-buyer opt-out state, buyer
+  messages (for reply quoting) and per-order/per-buyer prior counts. Buyer
+  messages, prior counts and the per-buyer out-of-order watermark not touched
+  for `history_days` of log time (default 400) are forgotten, judged at the
+  message's own time so the result never depends on when a sweep ran; so
+  memory follows the orders/threads active within that horizon, not the
+  length of the log. Opt-out state is never forgotten (one entry per buyer
+  that has events). The one deviation from `check`: a reply to a buyer
+  message, or a prior count on an order, idle longer than the horizon. Duplicate message_ids are caught with 64-bit
+  hashes held in sorted arrays (8 bytes an id).
+* **Parallelism** (`jobs`): forked worker processes; every worker reads the whole
+  stream but validates and judges only the records whose buyer_id hashes to
+  it (records with no usable buyer_id go by line number), so the history a
+  message needs (same buyer; an order belongs to one buyer) lives in one
+  worker. Results are merged back in input order; the output does not
+  depend on `jobs`.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import heapq
+import io
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import zlib
+from array import array
+from bisect import bisect_left
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Union
+
+import orjson
+
+from . import __version__
+from .evaluate import Judge, When
+from .detectors import TextViews
+from .facts import History, facts_for, structural_facts
+from .timeline import in_force_on, marketplace_zone
+from .io import LIST_COLUMNS, InputError, _csv_value, to_record
+from .model import BuyerEvent, InitiatedBy, Message, Outcome, Verdict
+
+DEFAULT_HISTORY_DAYS = 400
+WORST_ORDERS_KEPT = 50
+
+
+# ---- reading ---------------------------------------------------------------------
+
+
+def _jsonl_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]:
+    """(line, parsed object or InputError, bytes consumed)."""
+    with open(path, "rb", buffering=1 << 20) as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                yield number, None, len(raw)
+                continue
+            try:
+                yield number, orjson.loads(raw), len(raw)
+            except orjson.JSONDecodeError as exc:
+                yield number, InputError(source, number, None, None, f"malformed JSON: {exc}"), len(raw)
+
+
+def _csv_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]:
+    with open(path, "r", encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                yield line, InputError(source, line, row.get("message_id"), None,
+                                       "more cells than header columns"), 0
+                continue
+            data = {k: v for k, v in ((k, _csv_value(k, v)) for k, v in row.items()) if v is not None}
+            yield line, data, 0
+
+
+def _parquet_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]:
+    import pyarrow.parquet as pq
+
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+        for data in batch.to_pylist():
+            row += 1
+            out = {}
+            for k, v in data.items():
+                if v is None:
+                    continue
+                if k in LIST_COLUMNS and isinstance(v, str):
+                    try:
+                        v = orjson.loads(v)
+                    except orjson.JSONDecodeError:
+                        pass
+                out[k] = v
+            yield row, out, 0
+
+
+def stream_items(path: Union[str, Path]) -> Iterator[tuple[int, object, int]]:
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet_items(path, str(path))
+    if suffix == ".csv":
+        return _csv_items(path, str(path))
+    return _jsonl_items(path, str(path))
+
+
+def sha256_file(path: Union[str, Path]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- duplicate message ids in bounded memory ---------------------------------------
+
+
+class SeenIds:
+    """Set of message ids as 64-bit hashes: a small set plus sorted int64 runs.
+
+    A false duplicate needs a 64-bit collision (probability about n²/2⁶⁵,
+    ~3e-6 at 10M ids)."""
+
+    RUN = 1 << 20
+
+    def __init__(self):
+        self.recent: set[int] = set()
+        self.runs: list[array] = []
+
+    # Python's string hash: 64 bits, and the same in forked workers (one hash seed per run).
+    key = staticmethod(hash)
+
+    def __contains__(self, key: int) -> bool:
+        if key in self.recent:
+            return True
+        for run in self.runs:
+            i = bisect_left(run, key)
+            if i < len(run) and run[i] == key:
+                return True
+        return False
+
+    def add(self, key: int) -> None:
+        self.recent.add(key)
+        if len(self.recent) >= self.RUN:
+            self.runs.append(array("q", sorted(self.recent)))
+            self.recent = set()
+            if len(self.runs) >= 6:
+                merged = array("q", heapq.merge(*self.runs))
+                self.runs = [merged]
+
+
+# ---- bounded history ----------------------------------------------------------------
+
+
+class BoundedHistory(History):
+    """History whose entries expire after `horizon` of log time without use.
+
+    Dicts keep insertion order; every touch moves a key to the end, so the
+    oldest entries are at the front and a sweep pops from there."""
+
+    def __init__(self, prior_detectors, horizon: dt.timedelta):
+        super().__init__(prior_detectors)
+        self.horizon = horizon.total_seconds()
+        self.touched: OrderedDict[tuple, float] = OrderedDict()  # (kind, key) → last use (epoch s)
+        self.events: dict[str, tuple[float, bool, Optional[bool]]] = {}  # buyer → (at, state, state before)
+        self.last_seen: dict[str, float] = {}  # buyer → latest instant applied
+        self.clock = float("-inf")
+        self._since_sweep = 0
+
+    def _touch(self, kind: str, key: str, when: float) -> None:
+        k = (kind, key)
+        old = self.touched.pop(k, None)
+        self.touched[k] = when if old is None or when > old else old
+        if when > self.clock:
+            self.clock = when
+        self._since_sweep += 1
+        if self._since_sweep >= 4096:
+            self._since_sweep = 0
+            self.sweep()
+
+    def sweep(self) -> None:
+        limit = self.clock - self.horizon
+        touched = self.touched
+        while touched:
+            (kind, key), when = next(iter(touched.items()))
+            if when >= limit:
+                break
+            del touched[(kind, key)]
+            self._purge(kind, key)
+
+    def _alive(self, kind: str, key: str, when: float) -> bool:
+        """Whether (kind, key) has state younger than the horizon at `when`; purge it if not.
+
+        Expiry is judged at the message's own time, so it does not depend on
+        when sweeps run (nor on --jobs)."""
+        last = self.touched.get((kind, key))
+        if last is None:
+            return False
+        if last < when - self.horizon:
+            del self.touched[(kind, key)]
+            self._purge(kind, key)
+            return False
+        return True
+
+    def _purge(self, kind: str, key: str) -> None:
+        if kind == "buyer":
+            # Opt-out state is never forgotten (it is kept only for buyers with events);
+            # only the out-of-order watermark goes.
+            self.last_seen.pop(key, None)
+        elif kind == "msg":
+            self.buyer_messages.pop(key, None)
+        else:
+            for i in range(len(self.prior_detectors)):
+                self.counts.pop((i, key), None)
+
+    def is_out_of_order(self, buyer_id: str, when: float) -> bool:
+        if not self._alive("buyer", buyer_id, when):
+            return False
+        last = self.last_seen.get(buyer_id)
+        return last is not None and when < last
+
+    def _seen(self, buyer_id: str, when: float) -> None:
+        if when > self.last_seen.get(buyer_id, float("-inf")):
+            self.last_seen[buyer_id] = when
+        self._touch("buyer", buyer_id, when)
+
+    def apply_event(self, event: BuyerEvent) -> None:
+        when = event.at.timestamp()
+        self._alive("buyer", event.buyer_id, when)
+        previous = self.opt_state.get(event.buyer_id)
+        state = event.type == "buyer_opt_out"
+        self.events[event.buyer_id] = (when, state, previous)
+        super().apply_event(event)
+        self._seen(event.buyer_id, when)
+
+    def opted_out(self, message: Message) -> Optional[bool]:
+        if message.buyer_opted_out is not None:
+            return message.buyer_opted_out
+        t = message.sent_at.timestamp()
+        entry = self.events.get(message.buyer_id)
+        if entry is not None and entry[0] >= t:
+            return entry[2]  # the latest event is not before sent_at: the state before it
+        return self.opt_state.get(message.buyer_id)
+
+    def quotes_buyer_message(self, message: Message) -> Optional[bool]:
+        if message.reply_to is not None:
+            self._alive("msg", message.reply_to, message.sent_at.timestamp())
+        return super().quotes_buyer_message(message)
+
+    def prior_count(self, spec, message: Message) -> tuple[int, str]:
+        key = message.order_id if spec.scope == "order" else message.buyer_id
+        self._alive("count", key, message.sent_at.timestamp())
+        return super().prior_count(spec, message)
+
+    def record(self, message: Message) -> None:
+        when = message.sent_at.timestamp()
+        self._alive("buyer", message.buyer_id, when)
+        if message.initiated_by is not InitiatedBy.buyer:
+            for spec in self.prior_detectors:
+                if spec.counts(message):
+                    self._alive("count", message.order_id if spec.scope == "order" else message.buyer_id, when)
+        super().record(message)
+        self._seen(message.buyer_id, when)
+        if message.initiated_by is InitiatedBy.buyer:
+            self._touch("msg", message.message_id, when)
+            return
+        for spec in self.prior_detectors:
+            if spec.counts(message):
+                self._touch("count", message.order_id if spec.scope == "order" else message.buyer_id, when)
+
+
+class AuditJudge(Judge):
+    """Judge with the audit's fast path: verdicts rendered once per distinct
+    (versions in force, fact values, evidence) and reused."""
+
+    def __init__(self, policies, **kw):
+        super().__init__(policies, **kw)
+        self._verdicts: dict = {}
+        self._in_force: dict = {}
+        self._zones: dict = {}
+
+    # -- the audit's fast path ------------------------------------------------------
+
+    VERDICT_CACHE_MAX = 200_000
+
+    def judge_fast(self, message: Message, at: When):
+        """(result JSON bytes without the header, outcome, policies, findings keys) for one
+        message, then remember it in the history.
+
+        A verdict is a pure function of the versions in force, each version's fact
+        values and the evidence spans beside them (Judge._judge/_combine read nothing
+        else but message_id and the instant, which are the header). So the rendered
+        tail is cached under that key; a miss runs the full path."""
+        try:
+            instant = self.instant_for(message, at)
+            mk = (message.marketplace, instant.astimezone(self._zone(message.marketplace)).date())
+            versions = self._in_force.get(mk)
+            if versions is None:
+                versions = self._in_force[mk] = in_force_on(self.policies, mk[1], message.marketplace)
+            if not versions:
+                return instant, _NO_POLICY
+            base = structural_facts(message, self.history)
+            views = TextViews(message)
+            detector_cache: dict = {}
+            key = []
+            for v in versions:
+                f = facts_for(message, self.history, v, base, views, detector_cache)
+                key.append((v.content_hash, tuple(f.values.values()),
+                            tuple(f.spans.items()) if f.spans else ()))
+            key = tuple(key)
+            hit = self._verdicts.get(key)
+            if hit is None:
+                verdict = self._judge(message, instant)
+                data = verdict_dict(verdict)
+                del data["message_id"], data["evaluated_at"]
+                hit = (orjson.dumps(data)[1:],  # without the opening brace
+                       verdict.outcome,
+                       tuple((p.policy, p.version) for p in verdict.policies),
+                       tuple((f.outcome.value, f.policy, f.version, f.rule) for f in verdict.findings))
+                if len(self._verdicts) >= self.VERDICT_CACHE_MAX:
+                    self._verdicts.clear()
+                self._verdicts[key] = hit
+            return instant, hit
+        finally:
+            self.history.record(message)
+
+    def _zone(self, marketplace):
+        z = self._zones.get(marketplace)
+        if z is None:
+            z = self._zones[marketplace] = marketplace_zone(self.policies, marketplace)
+        return z
+
+
+# ---- result lines ----------------------------------------------------------------------
+
+_NO_POLICY = (b'"outcome":"no_policy","policies":[],"findings":[]}', Outcome.no_policy, (), ())
+
+
+def verdict_dict(v: Verdict, out_of_order: bool = False) -> dict:
+    from .cli import verdict_json
+
+    data = verdict_json(v)
+    if out_of_order:
+        data["out_of_order"] = True
+    return data
+
+
+# ---- summary ---------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    read: int = 0
+    judged: int = 0
+    rejected: int = 0
+    events: int = 0
+    blank: int = 0
+    out_of_order: int = 0
+    outcomes: Counter = field(default_factory=Counter)  # outcome → n
+    by_rule: Counter = field(default_factory=Counter)  # (outcome, policy, version, rule) → n
+    by_version: Counter = field(default_factory=Counter)  # (policy, version, outcome) → n
+    by_month: Counter = field(default_factory=Counter)  # (YYYY-MM, outcome) → n
+    order_scores: Counter = field(default_factory=Counter)  # order_id → severity points (bounded)
+    order_counts: Counter = field(default_factory=Counter)  # (order_id, outcome) → n (for kept orders)
+    reject_reasons: Counter = field(default_factory=Counter)  # field → n
+    versions_used: dict = field(default_factory=dict)  # "policy/version" → content hash
+
+    def add_verdict(self, v: Verdict, order_id: str, month: str, hashes: dict) -> None:
+        self.judged += 1
+        outcome = v.outcome.value
+        self.outcomes[outcome] += 1
+        self.by_month[(month, outcome)] += 1
+        for p in v.policies:
+            self.by_version[(p.policy, p.version, outcome)] += 1
+            name = f"{p.policy}/{p.version}"
+            if name not in self.versions_used:
+                self.versions_used[name] = hashes[(p.policy, p.version)]
+        for f in v.findings:
+            self.by_rule[(f.outcome.value, f.policy, f.version, f.rule)] += 1
+        if not v.outcome.is_clean:
+            self.order_scores[order_id] += _POINTS[v.outcome]
+            self.order_counts[(order_id, outcome)] += 1
+            if len(self.order_scores) > 200_000:
+                self.prune_orders(20_000)
+
+    def add_fast(self, outcome: Outcome, policies: tuple, findings: tuple, order_id: str, month: str,
+                 hashes: dict) -> None:
+        self.judged += 1
+        value = outcome.value
+        self.outcomes[value] += 1
+        self.by_month[(month, value)] += 1
+        for policy, version in policies:
+            self.by_version[(policy, version, value)] += 1
+            name = f"{policy}/{version}"
+            if name not in self.versions_used:
+                self.versions_used[name] = hashes[(policy, version)]
+        for f in findings:
+            self.by_rule[f] += 1
+        if not outcome.is_clean:
+            self.order_scores[order_id] += _POINTS[outcome]
+            self.order_counts[(order_id, value)] += 1
+            if len(self.order_scores) > 200_000:
+                self.prune_orders(20_000)
+
+    def prune_orders(self, keep: int) -> None:
+        """Keep the heaviest orders (the 'worst orders' table is approximate past 200,000 orders)."""
+        kept = dict(sorted(self.order_scores.items(), key=lambda kv: (-kv[1], kv[0]))[:keep])
+        self.order_scores = Counter(kept)
+        self.order_counts = Counter({k: n for k, n in self.order_counts.items() if k[0] in kept})
+
+    def merge(self, other: "Summary") -> None:
+        for name in ("read", "judged", "rejected", "events", "blank", "out_of_order"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("outcomes", "by_rule", "by_version", "by_month", "order_scores", "order_counts",
+                     "reject_reasons"):
+            getattr(self, name).update(getattr(other, name))
+        self.versions_used.update(other.versions_used)
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.judged + self.rejected + self.events
+
+    def worst_orders(self, n: int = 20) -> list[dict]:
+        rows = []
+        top = sorted(self.order_scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        for order_id, score in top:
+            counts = {o.value: self.order_counts.get((order_id, o.value), 0)
+                      for o in (Outcome.violation, Outcome.indeterminate, Outcome.blocked)}
+            rows.append({"order_id": order_id, "score": score, **counts})
+        return rows
+
+
+_POINTS = {Outcome.violation: 100, Outcome.indeterminate: 10, Outcome.blocked: 1}
+
+
+# ---- one worker ----------------------------------------------------------------------------
+
+
+@dataclass
+class AuditConfig:
+    paths: list
+    at: When = None
+    jobs: int = 1
+    history_days: int = DEFAULT_HISTORY_DAYS
+    results: Optional[Path] = None  # where the merged results go (format by suffix)
+    rejects: Optional[Path] = None
+
+
+def _owner(obj, line_key: int, jobs: int) -> int:
+    if jobs == 1:
+        return 0
+    if isinstance(obj, dict):
+        buyer = obj.get("buyer_id")
+        if isinstance(buyer, str):
+            return zlib.crc32(buyer.encode()) % jobs
+    return line_key % jobs
+
+
+def run_worker(policies, cfg: AuditConfig, worker: int, out_results, out_rejects,
+               progress: Optional[Callable[[int, int], None]] = None) -> Summary:
+    """Audit the stream's share of `worker`; results/rejects go to the binary writers as
+    b"<file>\\t<line>\\t<json>\\n" lines (input order within this worker)."""
+    return _run(AuditJudge(policies), policies, cfg, worker, out_results, out_rejects, progress)
+
+
+def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Summary:
+    judge.history = BoundedHistory(policies.prior_count_detectors(), dt.timedelta(days=cfg.history_days))
+    history: BoundedHistory = judge.history
+    hashes = {(v.family, v.id): v.content_hash for f in policies.families.values() for v in f.versions}
+    marketplaces = policies.marketplaces
+    seen = SeenIds()
+    summary = Summary()
+    jobs = cfg.jobs
+    dumps = orjson.dumps
+    done_bytes = 0
+    for file_index, path in enumerate(cfg.paths):
+        source = str(path)
+        for line, obj, nbytes in stream_items(path):
+            done_bytes += nbytes
+            if progress is not None and line % 4096 == 0:
+                progress(done_bytes, summary.read)
+            if obj is None:
+                if worker == 0:
+                    summary.blank += 1
+                continue
+            owner = _owner(obj, line, jobs)
+            mine = owner == worker
+            # Duplicate ids: every worker sees every id, so all agree on which line is a duplicate.
+            duplicate = False
+            if isinstance(obj, dict):
+                mid = obj.get("message_id")
+                if isinstance(mid, str):
+                    key = SeenIds.key(mid)
+                    if key in seen:
+                        duplicate = True
+                    else:
+                        seen.add(key)
+            if not mine:
+                continue
+            summary.read += 1
+            prefix = b"%d\t%d\t" % (file_index, line)
+            if isinstance(obj, InputError):
+                item = obj
+            else:
+                item = to_record(obj, source, line)
+            if isinstance(item, Message):
+                if item.marketplace not in marketplaces:
+                    known = ", ".join(sorted(marketplaces))
+                    item = InputError(source, line, item.message_id, "marketplace",
+                                      f"unknown marketplace {item.marketplace!r} (known: {known})")
+                elif duplicate:
+                    item = InputError(source, line, item.message_id, "message_id",
+                                      "duplicate message_id in this log (an earlier line has it)")
+            if isinstance(item, InputError):
+                summary.rejected += 1
+                summary.reject_reasons[item.field or "(record)"] += 1
+                out_rejects.write(prefix + dumps(item.as_dict()) + b"\n")
+                continue
+            if isinstance(item, BuyerEvent):
+                summary.events += 1
+                judge.observe(item)
+                continue
+            late = history.is_out_of_order(item.buyer_id, item.sent_at.timestamp())
+            instant, (tail, outcome, pols, finds) = judge.judge_fast(item, cfg.at)
+            if late:
+                summary.out_of_order += 1
+                tail = tail[:-1] + b',"out_of_order":true}'
+            iso = instant.isoformat()
+            month = iso[:7] if cfg.at is None else item.sent_at.isoformat()[:7]  # by month sent
+            summary.add_fast(outcome, pols, finds, item.order_id, month, hashes)
+            out_results.write(prefix + b'{"message_id":' + dumps(item.message_id) + b',"evaluated_at":"'
+                              + iso.encode() + b'",' + tail + b"\n")
+    if progress is not None:
+        progress(done_bytes, summary.read)
+    return summary
+
+
+# ---- merging parts back in input order ------------------------------------------------------
+
+
+def _part_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    with open(path, "rb", buffering=1 << 20) as fh:
+        for raw in fh:
+            a, b, payload = raw.split(b"\t", 2)
+            yield int(a), int(b), payload
+
+
+def merged(parts: list[Path]) -> Iterator[bytes]:
+    """Payload lines of all parts in (file, line) order."""
+    if len(parts) == 1:
+        for _, _, payload in _part_lines(parts[0]):
+            yield payload
+        return
+    for _, _, payload in heapq.merge(*(_part_lines(p) for p in parts), key=lambda t: (t[0], t[1])):
+        yield payload
+
+
+RESULT_COLUMNS = ("message_id", "evaluated_at", "outcome", "policies", "findings", "out_of_order")
+
+
+def write_results(lines: Iterator[bytes], path: Path) -> int:
+    """Write result JSON lines as JSONL, CSV or Parquet (by suffix); returns the count."""
+    suffix = path.suffix.lower()
+    n = 0
+    if suffix == ".csv":
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(RESULT_COLUMNS)
+            for payload in lines:
+                d = orjson.loads(payload)
+                w.writerow([d["message_id"], d["evaluated_at"], d["outcome"],
+                            orjson.dumps(d["policies"]).decode(), orjson.dumps(d["findings"]).decode(),
+                            "true" if d.get("out_of_order") else ""])
+                n += 1
+        return n
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([("message_id", pa.string()), ("evaluated_at", pa.string()),
+                            ("outcome", pa.string()), ("policies", pa.string()),
+                            ("findings", pa.string()), ("out_of_order", pa.bool_())])
+        writer = pq.ParquetWriter(path, schema)
+        cols: dict[str, list] = {c: [] for c in RESULT_COLUMNS}
+
+        def flush():
+            if cols["message_id"]:
+                writer.write_table(pa.table(cols, schema=schema))
+                for c in cols.values():
+                    c.clear()
+
+        for payload in lines:
+            d = orjson.loads(payload)
+            cols["message_id"].append(d["message_id"])
+            cols["evaluated_at"].append(d["evaluated_at"])
+            cols["outcome"].append(d["outcome"])
+            cols["policies"].append(orjson.dumps(d["policies"]).decode())
+            cols["findings"].append(orjson.dumps(d["findings"]).decode())
+            cols["out_of_order"].append(bool(d.get("out_of_order")))
+            n += 1
+            if n % 65536 == 0:
+                flush()
+        flush()
+        writer.close()
+        return n
+    with open(path, "wb", buffering=1 << 20) as fh:
+        for payload in lines:
+            fh.write(payload)
+            n += 1
+    return n
+
+
+# ---- the whole audit ------------------------------------------------------------------------
+
+
+@dataclass
+class AuditResult:
+    summary: Summary
+    provenance: dict
+    rejects: list  # InputError dicts, only when no rejects file was given (else empty)
+    results_written: int = 0
+
+
+def _worker_main(policies, cfg, worker, res_path, rej_path, counter, conn):
+    try:
+        with open(res_path, "wb", buffering=1 << 20) as r, open(rej_path, "wb", buffering=1 << 20) as j:
+            def progress(nbytes, judged):
+                counter[worker] = judged
+            summary = run_worker(policies, cfg, worker, r, j, progress)
+        conn.send(("ok", summary))
+    except BaseException as exc:  # report, never hang the parent
+        import traceback
+        conn.send(("error", traceback.format_exc()))
+        conn.close()
+        os._exit(1)
+    conn.close()
+    # Skip interpreter teardown (the pipe is closed, the files flushed).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None]] = None) -> AuditResult:
+    """Run the audit; results (if cfg.results) and rejects (if cfg.rejects) are written."""
+    jobs = max(1, int(cfg.jobs))
+    cfg.jobs = jobs
+    tmp = tempfile.mkdtemp(prefix="msgpolicy-audit-")
+    res_parts = [Path(tmp) / f"results.{w}" for w in range(jobs)]
+    rej_parts = [Path(tmp) / f"rejects.{w}" for w in range(jobs)]
+    try:
+        if jobs == 1:
+            with open(res_parts[0], "wb", buffering=1 << 20) as r, open(rej_parts[0], "wb", buffering=1 << 20) as j:
+                cb = (lambda nbytes, judged: on_progress(judged)) if on_progress else None
+                summary = run_worker(policies, cfg, 0, r, j, cb)
+            input_hashes = {str(p): sha256_file(p) for p in cfg.paths}
+        else:
+            # fork (durable-rules-notes §8): workers inherit the loaded policies.
+            ctx = mp.get_context("fork")
+            counter = ctx.Array("q", jobs, lock=False)
+            procs, conns = [], []
+            for w in range(jobs):
+                parent_conn, child_conn = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=_worker_main,
+                                args=(policies, cfg, w, res_parts[w], rej_parts[w], counter, child_conn))
+                p.start()
+                child_conn.close()
+                procs.append(p)
+                conns.append(parent_conn)
+            input_hashes = {str(p): sha256_file(p) for p in cfg.paths}
+            summaries: list = [None] * jobs
+            pending = set(range(jobs))
+            from multiprocessing.connection import wait
+            while pending:
+                ready = wait([conns[w] for w in pending], timeout=0.2)
+                if on_progress:
+                    on_progress(sum(counter))
+                for conn in ready:
+                    w = conns.index(conn)
+                    try:
+                        status, payload = conn.recv()
+                    except EOFError:
+                        status, payload = "error", f"worker {w} died"
+                    pending.discard(w)
+                    if status != "ok":
+                        for p in procs:
+                            p.terminate()
+                        raise RuntimeError(f"audit worker {w} failed:\n{payload}")
+                    summaries[w] = payload
+            for p in procs:
+                p.join()
+            summary = Summary()
+            for s in summaries:
+                summary.merge(s)
+            if len(summary.order_scores) > 20_000:
+                summary.prune_orders(20_000)
+        written = 0
+        if cfg.results is not None:
+            written = write_results(merged(res_parts), Path(cfg.results))
+        rejects: list = []
+        if cfg.rejects is not None:
+            with open(cfg.rejects, "wb") as fh:
+                for payload in merged(rej_parts):
+                    fh.write(payload)
+        else:
+            rejects = [orjson.loads(p) for p in merged(rej_parts)]
+    finally:
+        for p in res_parts + rej_parts:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        os.rmdir(tmp)
+    provenance = {
+        "engine": "msgpolicy", "engine_version": __version__,
+        "policies": dict(sorted(summary.versions_used.items())),
+        "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
+        "alternatives": list(getattr(policies, "alternatives", ()) or ()),
+        "inputs": input_hashes,
+        "evaluated_on": cfg.at.isoformat() if cfg.at is not None else None,
+        "jobs": jobs, "history_days": cfg.history_days,
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return AuditResult(summary, provenance, rejects, written)
