@@ -10,11 +10,12 @@ import re
 from datetime import timedelta
 from functools import cached_property
 from html.parser import HTMLParser
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .model import AttachmentKind, Category, Channel, Message
+from .prefilter import INDEX as _LITERALS, fold, required_literals
 
 # "links" is the link targets (href attributes) of an HTML body, one per line:
 # what a buyer can click, as opposed to image sources.
@@ -26,7 +27,60 @@ class _Spec(BaseModel):
     description: str = ""
 
 
-class PatternDetector(_Spec):
+class _RegexSpec(_Spec):
+    """A detector that needs one of several regular expressions (its alternatives) to match.
+
+    `regex` is their union. Each alternative also runs alone behind the literal
+    prefilter (engine.prefilter): `may_match` is exact about *whether* the union
+    matches a text, and costs a fraction of it; the union then gives the span."""
+
+    def _alternative_patterns(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def _flags(self) -> int:
+        return re.IGNORECASE if getattr(self, "ignore_case", True) else 0
+
+    @cached_property
+    def regex(self) -> re.Pattern:
+        return re.compile("|".join(f"(?:{p})" for p in self._alternative_patterns()), self._flags)
+
+    @cached_property
+    def alternatives(self) -> tuple[tuple[re.Pattern, Optional[int]], ...]:
+        """(alternative, index of its required literals in the prefilter, None if it has none)."""
+        return _prefiltered(self._alternative_patterns(), self._flags)
+
+    def may_match(self, views: "TextViews", texts: Callable[[], list[str]]) -> bool:
+        """Whether `regex` matches one of the texts (a view's literal hits prune alternatives)."""
+        return _any_match(self.alternatives, views, texts)
+
+
+def _prefiltered(patterns: list[str], flags: int) -> tuple[tuple[re.Pattern, Optional[int]], ...]:
+    out = []
+    for pattern in patterns:
+        literals = required_literals(pattern, flags)
+        out.append((re.compile(pattern, flags), None if literals is None else _LITERALS.register(literals)))
+    return tuple(out)
+
+
+def _any_match(alternatives, views: "TextViews", texts: Callable[[], list[str]]) -> bool:
+    hits = None
+    searched: Optional[list[str]] = None
+    for regex, index in alternatives:
+        if index is not None:
+            if hits is None:
+                hits = views.literal_hits()
+            if index not in hits:
+                continue
+        if searched is None:
+            searched = texts()
+        for text in searched:
+            if regex.search(text):
+                return True
+    return False
+
+
+class PatternDetector(_RegexSpec):
     """True when any regular expression (Python syntax) matches one of the fields."""
 
     kind: Literal["pattern"]
@@ -44,21 +98,18 @@ class PatternDetector(_Spec):
                 raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}") from None
         return patterns
 
-    @cached_property
-    def regex(self) -> re.Pattern:
-        flags = re.IGNORECASE if self.ignore_case else 0
-        return re.compile("|".join(f"(?:{p})" for p in self.patterns), flags)
+    def _alternative_patterns(self) -> list[str]:
+        return list(self.patterns)
 
 
-class PhrasesDetector(_Spec):
+class PhrasesDetector(_RegexSpec):
     """True when any phrase occurs (case-insensitive, any run of white space between words)."""
 
     kind: Literal["phrases"]
     fields: list[TextField] = Field(min_length=1)
     phrases: list[str] = Field(min_length=1)
 
-    @cached_property
-    def regex(self) -> re.Pattern:
+    def _alternative_patterns(self) -> list[str]:
         alternatives = []
         for phrase in sorted(self.phrases, key=len, reverse=True):
             words = [re.escape(w) for w in phrase.split()]
@@ -68,7 +119,7 @@ class PhrasesDetector(_Spec):
             start = r"(?<!\w)" if phrase[:1].isalnum() and phrase[:1].isascii() else ""
             end = r"(?!\w)" if phrase[-1:].isalnum() and phrase[-1:].isascii() else ""
             alternatives.append(start + body + end)
-        return re.compile("|".join(alternatives), re.IGNORECASE)
+        return alternatives
 
 
 class FieldDetector(_Spec):
@@ -117,7 +168,7 @@ class UrlDetector(_Spec):
     only_hosts: list[str] = Field(default_factory=list)
 
 
-class OnlyPatternsDetector(_Spec):
+class OnlyPatternsDetector(_RegexSpec):
     """True when the text holds nothing but matches of the patterns, give or take a few words.
 
     Every match of every pattern (Python regex) is cut out; the text counts as
@@ -139,10 +190,8 @@ class OnlyPatternsDetector(_Spec):
     def _compiles(cls, patterns):
         return PatternDetector._compiles(patterns)
 
-    @cached_property
-    def regex(self) -> re.Pattern:
-        flags = re.IGNORECASE if self.ignore_case else 0
-        return re.compile("|".join(f"(?:{p})" for p in self.patterns), flags)
+    def _alternative_patterns(self) -> list[str]:
+        return list(self.patterns)
 
     @cached_property
     def required(self) -> Optional[re.Pattern]:
@@ -151,10 +200,19 @@ class OnlyPatternsDetector(_Spec):
         flags = re.IGNORECASE if self.ignore_case else 0
         return re.compile("|".join(f"(?:{p})" for p in self.required_patterns), flags)
 
-    def check(self, text: str) -> tuple[bool, str]:
-        if not text.strip() or not self.regex.search(text):
+    @cached_property
+    def required_alternatives(self) -> tuple[tuple[re.Pattern, Optional[int]], ...]:
+        return _prefiltered(self.required_patterns, self._flags)
+
+    def check(self, text: str, views: Optional["TextViews"] = None) -> tuple[bool, str]:
+        if not text.strip():
             return False, ""
-        if self.required is not None and not self.required.search(text):
+        if views is None:
+            if not self.regex.search(text) or (self.required is not None and not self.required.search(text)):
+                return False, ""
+        # The required patterns (the thanks itself) are rarer than the filler: test them first.
+        elif (self.required_patterns and not _any_match(self.required_alternatives, views, lambda: [text])) \
+                or not self.may_match(views, lambda: [text]):
             return False, ""
         rest = _WORD.findall(self.regex.sub(" ", text))
         if len(rest) > self.max_other_words:
@@ -220,11 +278,27 @@ def body_text(body: str) -> str:
 class TextViews:
     """Subject, body text, raw HTML and subject+body, each computed once per message."""
 
-    __slots__ = ("message", "_body")
+    __slots__ = ("message", "_body", "_hits", "_generation")
 
     def __init__(self, message: Message):
         self.message = message
         self._body: Optional[str] = None
+        self._hits: frozenset[int] = frozenset()
+        self._generation = -1
+
+    def literal_hits(self) -> frozenset[int]:
+        """The prefilter's literal sets that occur somewhere in the message's text fields."""
+        if self._generation != _LITERALS.generation:
+            # Every field in one folded string: subject, body text and, for HTML, the raw
+            # body (which holds the link targets). Literals never contain the "\n" joints.
+            if self._body is None:
+                self._body = body_text(self.message.body)
+            parts = [self.message.subject, self._body]
+            if self.message.body != self._body:
+                parts.append(self.message.body)
+            self._generation = _LITERALS.generation
+            self._hits = _LITERALS.matching(fold("\n".join(parts)))
+        return self._hits
 
     def get(self, name: str) -> str:
         if name == "subject":
@@ -244,6 +318,16 @@ _HREF = re.compile(r"""\bhref\s*=\s*["']?\s*([^"'\s>]+)""", re.I)
 _URL = re.compile(r"""(?:https?://|www\.)[^\s<>"'()\[\]]+""", re.I)
 
 
+_URL_PREFILTER: list = []
+
+
+def _url_prefilter() -> Optional[int]:
+    if not _URL_PREFILTER:
+        literals = required_literals(_URL.pattern, _URL.flags)
+        _URL_PREFILTER.append(None if literals is None else _LITERALS.register(literals))
+    return _URL_PREFILTER[0]
+
+
 def _url_host(url: str) -> str:
     rest = re.sub(r"^https?://", "", url, flags=re.I)
     return re.split(r"[/:?#]", rest, maxsplit=1)[0].lower()
@@ -257,6 +341,8 @@ def _host_matches(host: str, suffixes: list[str]) -> bool:
 def run_detector(spec, message: Message, views: TextViews, history) -> tuple[Optional[bool], str]:
     """Evaluate one detector: (value, quoted span). `history` answers prior_count questions."""
     if isinstance(spec, (PatternDetector, PhrasesDetector)):
+        if not spec.may_match(views, lambda: [views.get(name) for name in spec.fields]):
+            return False, ""
         for name in spec.fields:
             match = spec.regex.search(views.get(name))
             if match:
@@ -285,6 +371,9 @@ def run_detector(spec, message: Message, views: TextViews, history) -> tuple[Opt
         same = _primary(message.language) == _primary(message.buyer_language)
         return same, f"{message.language} vs buyer's {message.buyer_language}"
     if isinstance(spec, UrlDetector):
+        index = _url_prefilter()
+        if index is not None and index not in views.literal_hits():
+            return False, ""
         for name in spec.fields:
             for url in _URL.findall(views.get(name)):
                 host_name = _url_host(url)
@@ -295,7 +384,7 @@ def run_detector(spec, message: Message, views: TextViews, history) -> tuple[Opt
         return False, ""
     if isinstance(spec, OnlyPatternsDetector):
         # All fields together must consist of the patterns (a subject "Thanks!" over a real body is not thanks-only).
-        return spec.check("\n".join(views.get(name) for name in spec.fields))
+        return spec.check("\n".join(views.get(name) for name in spec.fields), views)
     if isinstance(spec, AttachmentsDetector):
         for attachment in message.attachments:
             if attachment.kind not in spec.allowed_kinds:
