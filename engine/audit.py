@@ -53,6 +53,7 @@ from typing import Callable, Iterator, Optional, Union
 import orjson
 
 from . import __version__
+from .conditions import facts_used
 from .evaluate import Judge, When
 from .detectors import TextViews
 from .facts import History, facts_for, structural_facts
@@ -303,13 +304,14 @@ class AuditJudge(Judge):
     VERDICT_CACHE_MAX = 200_000
 
     def judge_fast(self, message: Message, at: When):
-        """(result JSON bytes without the header, outcome, policies, findings keys) for one
-        message, then remember it in the history.
+        """(instant, (result JSON bytes without the header, outcome, policies, findings keys))
+        for one message, then remember it in the history.
 
-        A verdict is a pure function of the versions in force, each version's fact
-        values and the evidence spans beside them (Judge._judge/_combine read nothing
-        else but message_id and the instant, which are the header). So the rendered
-        tail is cached under that key; a miss runs the full path."""
+        A verdict is a pure function of the versions in force and each version's
+        fact values, except for two things: the header (message_id, instant) and
+        each finding's evidence, which quotes the message's own spans. So the
+        verdict is decided once per distinct (versions, values) and kept as a
+        plan; every message renders the plan with its own header and spans."""
         try:
             instant = self.instant_for(message, at)
             mk = (message.marketplace, instant.astimezone(self._zone(message.marketplace)).date())
@@ -318,28 +320,16 @@ class AuditJudge(Judge):
                 versions = self._in_force[mk] = in_force_on(self.policies, mk[1], message.marketplace)
             if not versions:
                 return instant, _NO_POLICY
-            base = structural_facts(message, self.history)
-            views = TextViews(message)
-            detector_cache: dict = {}
-            key = []
-            for v in versions:
-                f = facts_for(message, self.history, v, base, views, detector_cache)
-                key.append((v.content_hash, tuple(f.values.values()),
-                            tuple(f.spans.items()) if f.spans else ()))
-            key = tuple(key)
-            hit = self._verdicts.get(key)
-            if hit is None:
-                verdict = self._judge(message, instant)
-                data = verdict_dict(verdict)
-                del data["message_id"], data["evaluated_at"]
-                hit = (orjson.dumps(data)[1:],  # without the opening brace
-                       verdict.outcome,
-                       tuple((p.policy, p.version) for p in verdict.policies),
-                       tuple((f.outcome.value, f.policy, f.version, f.rule) for f in verdict.findings))
+            per_version = self.facts(message, versions)
+            key = tuple((v.content_hash, tuple(f.values.values())) for v, f in per_version)
+            plan = self._verdicts.get(key)
+            if plan is None:
+                plan = _Plan.of(self.decide(message, instant, versions, per_version), versions)
                 if len(self._verdicts) >= self.VERDICT_CACHE_MAX:
                     self._verdicts.clear()
-                self._verdicts[key] = hit
-            return instant, hit
+                self._verdicts[key] = plan
+            return instant, (plan.render([f.spans for _, f in per_version]), plan.outcome, plan.policies,
+                             plan.finding_keys)
         finally:
             self.history.record(message)
 
@@ -351,6 +341,52 @@ class AuditJudge(Judge):
 
 
 # ---- result lines ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A decided verdict without its header and evidence, pre-rendered as JSON pieces."""
+
+    outcome: Outcome
+    policies: tuple  # (policy, version)
+    finding_keys: tuple  # (outcome, policy, version, rule) for the summary
+    head: bytes  # '"outcome":…,"findings":['
+    findings: tuple  # (JSON of the finding without evidence and closing brace, version index, evidence facts)
+
+    @classmethod
+    def of(cls, verdict: Verdict, versions) -> "_Plan":
+        from .cli import _finding_json
+
+        index = {(v.family, v.id): i for i, v in enumerate(versions)}
+        findings = []
+        for f in verdict.findings:
+            data = _finding_json(f)
+            data.pop("evidence", None)
+            i = index[(f.policy, f.version)]
+            names = tuple(sorted(facts_used(versions[i].rule_index[f.rule].condition)))
+            findings.append((orjson.dumps(data)[:-1], i, names))
+        head = orjson.dumps({"outcome": verdict.outcome.value,
+                             "policies": [{"policy": p.policy, "version": p.version} for p in verdict.policies]})
+        return cls(verdict.outcome, tuple((p.policy, p.version) for p in verdict.policies),
+                   tuple((f.outcome.value, f.policy, f.version, f.rule) for f in verdict.findings),
+                   head[1:-1] + b',"findings":[', tuple(findings))
+
+    def render(self, spans: list[dict]) -> bytes:
+        """The result line's tail (after the header's comma) with this message's evidence."""
+        parts = [self.head]
+        dumps = orjson.dumps
+        for n, (body, i, names) in enumerate(self.findings):
+            if n:
+                parts.append(b",")
+            parts.append(body)
+            own = spans[i]
+            evidence = {name: own[name] for name in names if name in own} if own else None
+            if evidence:
+                parts.append(b',"evidence":' + dumps(evidence))
+            parts.append(b"}")
+        parts.append(b"]}")
+        return b"".join(parts)
+
 
 _NO_POLICY = (b'"outcome":"no_policy","policies":[],"findings":[]}', Outcome.no_policy, (), ())
 

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Literal, Optional, Union
 from .compile import compiled
 from .conditions import facts_used
 from .detectors import TextViews
-from .facts import History, facts_for, structural_facts
+from .facts import History, MessageFacts, facts_for, structural_facts
 from .model import BuyerEvent, Finding, Message, Outcome, PolicyRef, Verdict
 from .policyfile import PolicySet, ResolvedRule, ResolvedVersion
 from .reference import ReferenceVersion
@@ -93,16 +93,21 @@ class Judge:
 
     def _judge(self, message: Message, instant: dt.datetime) -> Verdict:
         versions = in_force(self.policies, instant, message.marketplace)
-        refs = [PolicyRef(policy=v.family, version=v.id) for v in versions]
         if not versions:
             return Verdict(message_id=message.message_id, evaluated_at=instant,
                            outcome=Outcome.no_policy, policies=[], findings=[])
+        return self.decide(message, instant, versions, self.facts(message, versions))
 
+    def facts(self, message: Message, versions) -> list[tuple[ResolvedVersion, "MessageFacts"]]:
+        """Each version's facts for the message (detector results shared across versions)."""
         base = structural_facts(message, self.history)
         views = TextViews(message)
         detector_cache: dict = {}
-        per_version = [(v, facts_for(message, self.history, v, base, views, detector_cache)) for v in versions]
+        return [(v, facts_for(message, self.history, v, base, views, detector_cache)) for v in versions]
 
+    def decide(self, message: Message, instant: dt.datetime, versions, per_version) -> Verdict:
+        """The verdict from the versions in force and their facts (the history is not read)."""
+        refs = [PolicyRef(policy=v.family, version=v.id) for v in versions]
         unknown: dict[str, tuple] = {}
         for version, facts in per_version:
             for name, value in facts.values.items():
