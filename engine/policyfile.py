@@ -229,6 +229,8 @@ class PolicySet:
     alternatives: tuple[str, ...] = ()
     overlay_names: tuple[str, ...] = ()
     _raw: Any = None
+    # policies/classifier/ (issue 8): infers the category of records that lack one.
+    classifier: Any = None
 
     def all_versions(self) -> list[ResolvedVersion]:
         return [v for f in self.families.values() for v in f.versions]
@@ -402,7 +404,10 @@ def _build(raw: _RawSet, alternatives: tuple[str, ...], overlays: tuple[Path, ..
         versions = [_resolve_version(fam, vid, ffile, sources, markets) for vid in fam.versions]
         _assign_intervals(versions, fam)
         families[fid] = Family(ffile, str(fam.path), versions)
-    policy_set = PolicySet(raw.root, families, sources, markets, alternatives, tuple(str(o) for o in overlays), raw)
+    from .classifier.config import load_classifier_config  # here: the classifier package imports this module
+
+    policy_set = PolicySet(raw.root, families, sources, markets, alternatives, tuple(str(o) for o in overlays), raw,
+                           classifier=load_classifier_config(raw.root / "classifier"))
     return policy_set
 
 
