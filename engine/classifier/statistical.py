@@ -46,7 +46,7 @@ class NgramModel:
             TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
             TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2),
         )
-        self._pipeline = make_pipeline(features, LinearSVC(C=self.C))
+        self._pipeline = make_pipeline(features, LinearSVC(C=self.C, random_state=0))  # liblinear shuffles: fixed seed, same model every run
         self._pipeline.fit([i.model_text().lower() for i in inputs], list(labels))
         return self
 

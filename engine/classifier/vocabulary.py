@@ -102,8 +102,7 @@ class VocabularyScorer:
         tokens = set(_TOKEN.findall(lowered))
         out = {}
         for category, index in self._index.items():
-            total = 0.0
-            evidence: list[tuple[float, str]] = []
+            found: list[tuple[float, int, str]] = []
             seen: set[str] = set()
             for entry in index.candidates(lowered, tokens):
                 if entry.label in seen:
@@ -111,12 +110,12 @@ class VocabularyScorer:
                 m = entry.regex.search(text)
                 if m:
                     seen.add(entry.label)
-                    total += entry.weight
-                    evidence.append((entry.weight, " ".join(m.group(0).split())))
+                    found.append((entry.weight, m.start(), " ".join(m.group(0).split())))
             for name, weight in self._signals[category].items():
                 if name in features:
-                    total += weight
-                    evidence.append((weight, name))
-            evidence.sort(key=lambda e: -e[0])
-            out[category] = Score(total, tuple(evidence))
+                    found.append((weight, len(text), name))
+            # Strongest first, then in text order: the same message always gives the same evidence.
+            found.sort(key=lambda e: (-e[0], e[1], e[2]))
+            total = sum(w for w, _, _ in found)  # summed in a fixed order: bit-identical every run
+            out[category] = Score(total, tuple((w, span) for w, _, span in found))
         return out
