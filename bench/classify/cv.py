@@ -106,11 +106,17 @@ def cross_validate(rows: list[dict], base: Classifier, k: int, seed: int) -> dic
     return out
 
 
+def full_model(base: Classifier) -> NgramModel:
+    s = base.settings.model
+    rows = read_corpus(CORPUS)
+    return NgramModel(s.C, s.scale).fit([ClassifierInput.from_corpus(r) for r in rows], [r["category"] for r in rows])
+
+
 def heldout(rows: list[dict], base: Classifier) -> dict:
     items = [ClassifierInput.from_corpus(r) for r in rows]
     truth = [r["category"] for r in rows]
     vocab = [base.with_model(None).classify(i).best for i in items]
-    results = [base.classify(i) for i in items]
+    results = [base.with_model(full_model(base)).classify(i) for i in items]
     out = {"vocabulary": metrics(truth, vocab), "blend": metrics(truth, [r.best for r in results])}
     out["blend"]["decisions"] = decided(list(zip(truth, results)))
     return out
@@ -123,11 +129,15 @@ def throughput(base: Classifier, rows: list[dict], policies) -> dict:
     from engine import Message, judge_records
 
     items = [ClassifierInput.from_corpus(r) for r in rows]
-    base.classify(items[0])  # train the model first: its one-off cost is reported apart
     t = time.perf_counter()
-    for i in items:
-        base.classify(i)
-    classify_rate = len(items) / (time.perf_counter() - t)
+    model = full_model(base)
+    train_s = time.perf_counter() - t
+    rates_classify = {}
+    for name, clf in (("vocabulary", base.with_model(None)), ("blend", base.with_model(model))):
+        t = time.perf_counter()
+        for i in items:
+            clf.classify(i)
+        rates_classify[name] = len(items) / (time.perf_counter() - t)
 
     def record(i, r, raw):
         data = dict(message_id=f"m{i}", order_id=f"111-{i:07d}-0000001", buyer_id=f"B{i % 50}",
@@ -146,11 +156,8 @@ def throughput(base: Classifier, rows: list[dict], policies) -> dict:
         t = time.perf_counter()
         judge_records(policies, log)
         rates["raw" if raw else "labelled"] = len(log) / (time.perf_counter() - t)
-    t = time.perf_counter()
-    fresh = Classifier(base.config)
-    fresh.model()
-    train_s = time.perf_counter() - t
-    return {"classify_msgs_per_s": classify_rate, "check_labelled_msgs_per_s": rates["labelled"],
+    return {"classify_vocabulary_msgs_per_s": rates_classify["vocabulary"],
+            "classify_blend_msgs_per_s": rates_classify["blend"], "check_labelled_msgs_per_s": rates["labelled"],
             "check_raw_msgs_per_s": rates["raw"], "model_training_s": train_s}
 
 
@@ -186,7 +193,7 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--throughput", action="store_true")
-    ap.add_argument("--matrix", action="store_true", help="print the blend's confusion matrix under CV")
+    ap.add_argument("--matrix", action="store_true", help="print the engine's (vocabulary) confusion matrix on the corpus")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -199,6 +206,7 @@ def main(argv=None) -> int:
     print(show("model (held out)", report["cv"]["model"]))
     print(show("vocabulary (seen: written from it)", report["cv"]["vocabulary"]))
     print(show("blend (vocabulary seen)", report["cv"]["blend"]))
+    print("  (the engine runs the vocabulary alone unless classifier.yaml enables the model)")
     print(f"  decisions: {report['cv']['blend']['decisions']}")
     if args.matrix:
         fold_truth = [r["category"] for r in rows]
@@ -213,7 +221,7 @@ def main(argv=None) -> int:
                 train = [j for j in range(len(rows)) if fold[j] != f]
                 models[f] = NgramModel(s.C, s.scale).fit([ClassifierInput.from_corpus(rows[j]) for j in train],
                                                          [rows[j]["category"] for j in train])
-            pred.append(base.with_model(models[f]).classify(ClassifierInput.from_corpus(r)).best)
+            pred.append(base.classify(ClassifierInput.from_corpus(r)).best)
         print(confusion_matrix(fold_truth, pred))
     if HELDOUT.is_file():
         held = read_corpus(HELDOUT)

@@ -53,6 +53,8 @@ class Classifier:
     # -- the statistical second opinion (lazy: scikit-learn is imported on first use) --
 
     def model(self):
+        if self._model is not None:
+            return self._model
         if not self.settings.model.enabled or not self.config.training:
             return None
         if self._model is None:

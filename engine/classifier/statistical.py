@@ -35,28 +35,33 @@ class NgramModel:
 
     def __init__(self, C: float = 0.5, scale: float = 4.0):
         self.C, self.scale = C, scale
-        self._pipeline = None
 
     def fit(self, inputs: Sequence[ClassifierInput], labels: Sequence[str]) -> "NgramModel":
+        from scipy.sparse import hstack
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.pipeline import make_pipeline, make_union
         from sklearn.svm import LinearSVC
 
-        features = make_union(
+        self._vectorizers = (
             TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
             TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2),
         )
-        self._pipeline = make_pipeline(features, LinearSVC(C=self.C, random_state=0))  # liblinear shuffles: fixed seed, same model every run
-        self._pipeline.fit([i.model_text().lower() for i in inputs], list(labels))
+        texts = [i.model_text().lower() for i in inputs]
+        matrix = hstack([v.fit_transform(texts) for v in self._vectorizers]).tocsr()
+        svm = LinearSVC(C=self.C, random_state=0).fit(matrix, list(labels))  # liblinear shuffles: fixed seed
+        # Kept as plain arrays: one message is scored without sklearn's per-call pipeline overhead.
+        self._coef, self._intercept, self._classes = svm.coef_.T.copy(), svm.intercept_.copy(), [str(c) for c in svm.classes_]
         return self
 
     def probabilities(self, item: ClassifierInput, text: str) -> dict[str, float]:
-        scores = self._pipeline.decision_function([item.model_text(text).lower()])[0]
-        classes = self._pipeline.classes_
+        from scipy.sparse import hstack
+
+        doc = [item.model_text(text).lower()]
+        row = hstack([v.transform(doc) for v in self._vectorizers]).tocsr()
+        scores = (row @ self._coef)[0] + self._intercept
         top = max(scores)
         exp = [math.exp(self.scale * (s - top)) for s in scores]
         total = sum(exp)
         probs = dict.fromkeys(CATEGORIES, 0.0)
-        for cls, e in zip(classes, exp):
-            probs[str(cls)] = e / total
+        for cls, e in zip(self._classes, exp):
+            probs[cls] = e / total
         return probs
