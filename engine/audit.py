@@ -59,6 +59,7 @@ from .detectors import TextViews
 from .facts import History, facts_for, structural_facts
 from .timeline import in_force_on, marketplace_zone
 from .io import LIST_COLUMNS, InputError, _csv_value, to_record
+from .mapping import ColumnMap, apply_map
 from .model import BuyerEvent, InitiatedBy, Message, Outcome, Verdict
 
 DEFAULT_HISTORY_DAYS = 400
@@ -232,6 +233,7 @@ class BoundedHistory(History):
         else:
             for i in range(len(self.prior_detectors)):
                 self.counts.pop((i, key), None)
+                self.possible.pop((i, key), None)
 
     def is_out_of_order(self, buyer_id: str, when: float) -> bool:
         if not self._alive("buyer", buyer_id, when):
@@ -267,26 +269,28 @@ class BoundedHistory(History):
             self._alive("msg", message.reply_to, message.sent_at.timestamp())
         return super().quotes_buyer_message(message)
 
-    def prior_count(self, spec, message: Message) -> tuple[int, str]:
+    def prior_count(self, spec, message: Message) -> tuple[int, str, int]:
         key = message.order_id if spec.scope == "order" else message.buyer_id
         self._alive("count", key, message.sent_at.timestamp())
         return super().prior_count(spec, message)
 
-    def record(self, message: Message) -> None:
+    def record(self, message: Message, candidates: tuple[str, ...] = ()) -> None:
         when = message.sent_at.timestamp()
         self._alive("buyer", message.buyer_id, when)
+        counted = ()
         if message.initiated_by is not InitiatedBy.buyer:
-            for spec in self.prior_detectors:
-                if spec.counts(message):
-                    self._alive("count", message.order_id if spec.scope == "order" else message.buyer_id, when)
-        super().record(message)
+            counted = [message.order_id if spec.scope == "order" else message.buyer_id
+                       for spec in self.prior_detectors
+                       if spec.counts(message) or (candidates and spec.might_count(message, candidates))]
+            for key in counted:
+                self._alive("count", key, when)
+        super().record(message, candidates)
         self._seen(message.buyer_id, when)
         if message.initiated_by is InitiatedBy.buyer:
             self._touch("msg", message.message_id, when)
             return
-        for spec in self.prior_detectors:
-            if spec.counts(message):
-                self._touch("count", message.order_id if spec.scope == "order" else message.buyer_id, when)
+        for key in counted:
+            self._touch("count", key, when)
 
 
 class AuditJudge(Judge):
@@ -312,15 +316,24 @@ class AuditJudge(Judge):
         each finding's evidence, which quotes the message's own spans. So the
         verdict is decided once per distinct (versions, values) and kept as a
         plan; every message renders the plan with its own header and spans."""
+        instant = self.instant_for(message, at)
+        mk = (message.marketplace, instant.astimezone(self._zone(message.marketplace)).date())
+        versions = self._in_force.get(mk)
+        if versions is None:
+            versions = self._in_force[mk] = in_force_on(self.policies, mk[1], message.marketplace)
+        effective, inference = self.infer(message, versions)
         try:
-            instant = self.instant_for(message, at)
-            mk = (message.marketplace, instant.astimezone(self._zone(message.marketplace)).date())
-            versions = self._in_force.get(mk)
-            if versions is None:
-                versions = self._in_force[mk] = in_force_on(self.policies, mk[1], message.marketplace)
             if not versions:
                 return instant, _NO_POLICY
-            per_version = self.facts(message, versions)
+            per_version = self.facts(effective, versions)
+            if inference is not None:
+                # Inferred category/language findings quote the message: decided per message.
+                verdict = self.decide(effective, instant, versions, per_version, inference)
+                data = verdict_dict(verdict)
+                del data["message_id"], data["evaluated_at"]
+                return instant, (orjson.dumps(data)[1:], verdict.outcome,
+                                 tuple((p.policy, p.version) for p in verdict.policies),
+                                 tuple((f.outcome.value, f.policy, f.version, f.rule) for f in verdict.findings))
             key = tuple((v.content_hash, tuple(f.values.values())) for v, f in per_version)
             plan = self._verdicts.get(key)
             if plan is None:
@@ -331,7 +344,7 @@ class AuditJudge(Judge):
             return instant, (plan.render([f.spans for _, f in per_version]), plan.outcome, plan.policies,
                              plan.finding_keys)
         finally:
-            self.history.record(message)
+            self.history.record(effective, inference.uncertain_candidates if inference else ())
 
     def _zone(self, marketplace):
         z = self._zones.get(marketplace)
@@ -499,6 +512,21 @@ class AuditConfig:
     history_days: int = DEFAULT_HISTORY_DAYS
     results: Optional[Path] = None  # where the merged results go (format by suffix)
     rejects: Optional[Path] = None
+    mapping: Optional[ColumnMap] = None  # a tool export's column map (--map)
+
+
+def _mapped(obj: dict, mapping) -> dict:
+    """A tool export's row as a record dict (engine.mapping); list columns renamed by the
+    map still hold their JSON text, parsed here as the readers do for record-named columns."""
+    data = apply_map(obj, mapping)
+    for name in LIST_COLUMNS:
+        value = data.get(name)
+        if isinstance(value, str):
+            try:
+                data[name] = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                pass  # validation names the column
+    return data
 
 
 def _owner(obj, line_key: int, jobs: int) -> int:
@@ -527,6 +555,7 @@ def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Su
     summary = Summary()
     jobs = cfg.jobs
     dumps = orjson.dumps
+    mapping = cfg.mapping
     done_bytes = 0
     for file_index, path in enumerate(cfg.paths):
         source = str(path)
@@ -538,6 +567,8 @@ def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Su
                 if worker == 0:
                     summary.blank += 1
                 continue
+            if mapping is not None and isinstance(obj, dict):
+                obj = _mapped(obj, mapping)  # before routing: the map may name the buyer_id column
             owner = _owner(obj, line, jobs)
             mine = owner == worker
             # Duplicate ids: every worker sees every id, so all agree on which line is a duplicate.

@@ -99,20 +99,43 @@ def verdict_text(v: Verdict) -> str:
     return "\n".join(lines)
 
 
+def _load_map(path: Optional[Path]):
+    if path is None:
+        return None
+    from .mapping import MapError, load_map
+
+    try:
+        return load_map(path)
+    except MapError as exc:
+        click.echo(f"map error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+map_option = click.option(
+    "--map", "map_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="MAP.yaml",
+    help="Column map for a tool export: renames columns, sets constant fields, names the zone of naive timestamps.")
+
+
 @main.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--on", "on", metavar="DATE|TIMESTAMP",
               help="Judge as if sent at this instant; a date alone means local noon in each message's marketplace.")
 @click.option("--evaluator", type=click.Choice(["durable", "reference"]), default="durable", show_default=True,
               help="durable_rules, or the plain-Python reference interpreter (for cross-checking).")
+@map_option
 @common_options
-def check(file, on, evaluator, fmt, policies: PolicySet):
+def check(file, on, evaluator, map_file, fmt, policies: PolicySet):
     """Judge each message in FILE (a JSON object, or a JSON Lines / CSV / Parquet log)."""
     at = _parse_when(on)
+    mapping = _load_map(map_file)
     if file != "-" and not Path(file).is_file():
         click.echo(f"input error: {file}: no such file", err=True)
         sys.exit(EXIT_ERROR)
-    verdicts, errors = check_log(file, policies, at=at, evaluator=evaluator)
+    try:
+        verdicts, errors = check_log(file, policies, at=at, evaluator=evaluator, mapping=mapping)
+    except PolicyError as exc:  # the classifier's files are read on first need
+        click.echo(f"policy error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
     if errors:
         for error in errors:
             click.echo(f"input error: {error}", err=True)
@@ -129,6 +152,43 @@ def check(file, on, evaluator, fmt, policies: PolicySet):
         summary = ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o])
         out.write(f"\n{len(verdicts)} message(s) judged: {summary or 'none'}\n")
     sys.exit(EXIT_CLEAN if all(v.outcome.is_clean for v in verdicts) else EXIT_FINDINGS)
+
+
+# ---- classify ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True,
+              help="Human-readable text, JSON Lines, or CSV.")
+@click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Policy directory (default: the policies shipped with the package).")
+@map_option
+def classify(file, fmt, policies_dir, map_file):
+    """The category and language of each message in FILE, inferred where the record gives none."""
+    from .classify import classify_log, rows_csv, row_json, row_text
+
+    mapping = _load_map(map_file)
+    if file != "-" and not Path(file).is_file():
+        click.echo(f"input error: {file}: no such file", err=True)
+        sys.exit(EXIT_ERROR)
+    try:
+        policies = load_policies(policies_dir)
+        rows, errors = classify_log(file, policies, mapping)
+    except PolicyError as exc:
+        click.echo(f"policy error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    if errors:
+        for error in errors:
+            click.echo(f"input error: {error}", err=True)
+        click.echo(f"{len(errors)} bad record(s); nothing was classified", err=True)
+        sys.exit(EXIT_ERROR)
+    if fmt == "csv":
+        sys.stdout.write(rows_csv(rows))
+    else:
+        for row in rows:
+            sys.stdout.write((orjson.dumps(row_json(row)).decode() if fmt == "json" else row_text(row)) + "\n")
+    sys.exit(EXIT_CLEAN)
 
 
 # ---- timeline, rules, schema ---------------------------------------------------------
@@ -237,7 +297,8 @@ def schema():
               help="Policy directory (default: the policies shipped with the package).")
 @click.option("--alt", "alternatives", multiple=True, metavar="NAME",
               help="Select a recorded alternative reading (repeatable); see `msgpolicy timeline`.")
-def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives):
+@map_option
+def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, map_file):
     """Judge whole logs (JSON Lines, CSV, Parquet) as a stream; bad records are set aside, never fatal.
 
     History follows file order (a real export is sorted by sent_at); a message sent before a
@@ -258,7 +319,7 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
             click.echo(f"input error: {log}: no such file", err=True)
             sys.exit(EXIT_ERROR)
     cfg = AuditConfig(paths=list(logs), at=at, jobs=jobs, history_days=history_days,
-                      results=results, rejects=rejects)
+                      results=results, rejects=rejects, mapping=_load_map(map_file))
     interactive = sys.stderr.isatty() and sys.stdout.isatty()
     if interactive:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -294,7 +355,7 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
     if output is not None:
         output.write_text(report, encoding="utf-8")
     else:
-        click.get_text_stream("stdout").write(report)
+        click.echo(report, nl=False)
     s = result.summary
     if not s.balanced:
         click.echo(f"audit error: read {s.read} != judged {s.judged} + rejected {s.rejected} "

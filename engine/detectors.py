@@ -151,6 +151,11 @@ class PriorCountDetector(_Spec):
             message.category in self.categories or message.channel in self.channels
         )
 
+    def might_count(self, message: Message, candidates: tuple[str, ...]) -> bool:
+        """An uncategorised message counts possibly when one of its candidate categories would count."""
+        return (message.initiated_by.value == "seller" and message.category is None
+                and any(c.value in candidates for c in self.categories))
+
 
 class LanguageMatchDetector(_Spec):
     """True when the message's language equals the buyer's language of preference (primary subtag)."""
@@ -363,8 +368,13 @@ def run_detector(spec, message: Message, views: TextViews, history) -> tuple[Opt
                 return elapsed <= timedelta(days=spec.max_days), span
         return None, "no " + " or ".join(spec.anchors)
     if isinstance(spec, PriorCountDetector):
-        count, first = history.prior_count(spec, message)
-        return count >= spec.at_least, (f"{count} earlier, first {first}" if count else "")
+        count, first, possible = history.prior_count(spec, message)
+        if count >= spec.at_least:
+            return True, f"{count} earlier, first {first}"
+        if count + possible >= spec.at_least:
+            # Earlier messages whose category is uncertain may count: unknown, never a pass.
+            return None, f"{count} earlier, {possible} more if their uncertain category counts"
+        return False, (f"{count} earlier, first {first}" if count else "")
     if isinstance(spec, LanguageMatchDetector):
         if not message.language or not message.buyer_language:
             return None, ""

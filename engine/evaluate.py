@@ -18,7 +18,7 @@ from .compile import compiled
 from .conditions import facts_used
 from .detectors import TextViews
 from .facts import History, MessageFacts, facts_for, structural_facts
-from .model import BuyerEvent, Finding, Message, Outcome, PolicyRef, Verdict
+from .model import BuyerEvent, Category, Finding, Message, Outcome, PolicyRef, Verdict
 from .policyfile import PolicySet, ResolvedRule, ResolvedVersion
 from .reference import ReferenceVersion
 from .timeline import in_force, local_noon
@@ -36,6 +36,25 @@ class _Hit:
 
 def _show(value) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What the engine inferred for a record that lacked it (issue 8)."""
+
+    classification: object = None                   # engine.classifier.Classification, or None
+    language: Optional[tuple[Optional[str], float]] = None   # (code or None, confidence), or None
+    label: str = ""                                  # classifier settings + vocabulary ids
+    sources: tuple[str, ...] = ()
+
+    @property
+    def uncertain_candidates(self) -> tuple[str, ...]:
+        c = self.classification
+        return () if c is None or c.confident else tuple(name for name, _ in c.candidates)
+
+
+CLASSIFIER_POLICY = "classifier"
+CLASSIFIER_SOURCES = ("policies/classifier/vocabulary.yaml", "policies/classifier/labelled_corpus.jsonl")
 
 
 class Judge:
@@ -83,20 +102,51 @@ class Judge:
             return at
         return local_noon(self.policies, at, message.marketplace)
 
+    def infer(self, message: Message, versions=None) -> tuple[Message, Optional[Inference]]:
+        """The record with what the text tells filled in: a confidently inferred
+        category, a detected language. A given value always wins; `buyer_language`
+        is never guessed. The classifier and language models load on first need.
+
+        `versions`: those in force; the language is detected only when one of
+        them has a detector that reads it (detection costs milliseconds)."""
+        need_category = message.category is None
+        need_language = message.language is None and (message.buyer_language is not None or need_category)
+        if need_language and versions is not None:
+            need_language = any(v.reads_language for v in versions)
+        if not (need_category or need_language):
+            return message, None
+        from .classifier import classifier_for
+
+        classifier = classifier_for(self.policies)
+        update: dict = {}
+        classification = language = None
+        if need_category:
+            classification = classifier.classify_message(message)
+            if classification.confident:
+                update["category"] = Category(classification.category)
+        if need_language:
+            language = classifier.detect_language(message)
+            if language[0] is not None:
+                update["language"] = language[0]
+        effective = message.model_copy(update=update) if update else message
+        return effective, Inference(classification, language, classifier.config.label, CLASSIFIER_SOURCES)
+
     def judge(self, message: Message, at: When = None, record: bool = True) -> Verdict:
         """The verdict for one message given the history so far; then remember it."""
+        instant = self.instant_for(message, at)
+        effective, inference = self.infer(message, in_force(self.policies, instant, message.marketplace))
         try:
-            return self._judge(message, self.instant_for(message, at))
+            return self._judge(effective, instant, inference)
         finally:
             if record:
-                self.history.record(message)
+                self.history.record(effective, inference.uncertain_candidates if inference else ())
 
-    def _judge(self, message: Message, instant: dt.datetime) -> Verdict:
+    def _judge(self, message: Message, instant: dt.datetime, inference: Optional[Inference] = None) -> Verdict:
         versions = in_force(self.policies, instant, message.marketplace)
         if not versions:
             return Verdict(message_id=message.message_id, evaluated_at=instant,
                            outcome=Outcome.no_policy, policies=[], findings=[])
-        return self.decide(message, instant, versions, self.facts(message, versions))
+        return self.decide(message, instant, versions, self.facts(message, versions), inference)
 
     def facts(self, message: Message, versions) -> list[tuple[ResolvedVersion, "MessageFacts"]]:
         """Each version's facts for the message (detector results shared across versions)."""
@@ -105,14 +155,17 @@ class Judge:
         detector_cache: dict = {}
         return [(v, facts_for(message, self.history, v, base, views, detector_cache)) for v in versions]
 
-    def decide(self, message: Message, instant: dt.datetime, versions, per_version) -> Verdict:
+    def decide(self, message: Message, instant: dt.datetime, versions, per_version,
+               inference: Optional[Inference] = None) -> Verdict:
         """The verdict from the versions in force and their facts (the history is not read)."""
         refs = [PolicyRef(policy=v.family, version=v.id) for v in versions]
+        # An uncertain category is unknown among the classifier's candidates only.
+        restricted = {"category": inference.uncertain_candidates} if inference and inference.uncertain_candidates else {}
         unknown: dict[str, tuple] = {}
         for version, facts in per_version:
             for name, value in facts.values.items():
                 if value is None:
-                    domain = version.fact_domains[name]
+                    domain = restricted.get(name) or version.fact_domains[name]
                     if domain is None:
                         raise ValueError(f"fact {name!r} has no finite domain but is unknown")
                     unknown[name] = domain
@@ -128,9 +181,9 @@ class Judge:
                     hits.add(_Hit((version.family, version.id, rule_id), version, version.rule_index[rule_id]))
             completions.append((assignment, hits))
 
-        return self._combine(message, instant, refs, per_version, unknown, completions)
+        return self._combine(message, instant, refs, per_version, unknown, completions, inference)
 
-    def _combine(self, message, instant, refs, per_version, unknown, completions) -> Verdict:
+    def _combine(self, message, instant, refs, per_version, unknown, completions, inference=None) -> Verdict:
         all_hits = set().union(*(h for _, h in completions))
         definite = set.intersection(*(h for _, h in completions)) if completions else set()
         possible = all_hits - definite
@@ -164,8 +217,54 @@ class Judge:
                 rule=rule.id, policy=hit.version.family, version=hit.version.id, outcome=level,
                 reason=reason, sources=list(rule.sources), evidence=evidence,
             ))
+        if inference is not None:
+            findings = self._inference_findings(inference, completions, outcome_of) + findings
         return Verdict(message_id=message.message_id, evaluated_at=instant, outcome=outcome,
                        policies=refs, findings=findings)
+
+    @staticmethod
+    def _inference_findings(inference: Inference, completions, outcome_of) -> list[Finding]:
+        """Notes saying what was inferred and how; an uncertain category that
+        decides the outcome lists each candidate with the outcome it gives."""
+        def note(rule, level, reason, evidence):
+            return Finding(rule=rule, policy=CLASSIFIER_POLICY, version=inference.label, outcome=level,
+                           reason=reason, sources=list(inference.sources), evidence=evidence)
+
+        out = []
+        c = inference.classification
+        if c is not None:
+            phrases = c.describe_evidence()
+            if c.confident:
+                out.append(note("INFER-CATEGORY", Outcome.allowed,
+                                f"category inferred as {c.category} (confidence {c.confidence:.2f}; evidence: {phrases})",
+                                {"category": c.category, "confidence": f"{c.confidence:.2f}", "evidence": phrases}))
+            else:
+                per_candidate = {}
+                for name, _ in c.candidates:
+                    outcomes = {outcome_of(h) for a, h in completions if a.get("category") == name}
+                    per_candidate[name] = outcomes.pop() if len(outcomes) == 1 else Outcome.indeterminate
+                listing = "; ".join(f"{name} ({p:.2f}) → {per_candidate[name].value}" for name, p in c.candidates)
+                differ = len(set(per_candidate.values())) > 1
+                if differ:
+                    reason = (f"category not given and not confidently inferred (best {c.best} at "
+                              f"{c.confidence:.2f}); the candidates give different outcomes: {listing}")
+                else:
+                    only = next(iter(per_candidate.values())).value if per_candidate else "no outcome"
+                    reason = (f"category not given and not confidently inferred (best {c.best} at "
+                              f"{c.confidence:.2f}); every candidate gives {only}: {listing}")
+                out.append(note("INFER-CATEGORY", Outcome.indeterminate if differ else Outcome.allowed, reason,
+                                {"candidates": listing, "evidence": phrases}))
+        if inference.language is not None:
+            code, confidence = inference.language
+            if code is not None:
+                out.append(note("INFER-LANGUAGE", Outcome.allowed,
+                                f"language detected as {code} (confidence {confidence:.2f})",
+                                {"language": code, "confidence": f"{confidence:.2f}"}))
+            else:
+                out.append(note("INFER-LANGUAGE", Outcome.allowed,
+                                f"language not given and not detected with confidence (best {confidence:.2f})",
+                                {"confidence": f"{confidence:.2f}"}))
+        return out
 
     @staticmethod
     def _condition_text(hit: _Hit, completions, unknown: dict) -> str:

@@ -32,7 +32,7 @@ STRUCTURAL_FACTS: dict[str, Optional[tuple]] = {
 }
 
 STRUCTURAL_DESCRIPTIONS = {
-    "category": "the message's purpose (CONTRACT §2)",
+    "category": "the message's purpose (CONTRACT §2): the record's own, else inferred from the text; unknown (among the classifier's candidates) when the inference is not confident",
     "channel": "how it was sent: email, seller_central, request_a_review or api",
     "initiated_by": "seller or buyer",
     "marketplace": "the marketplace code (US, UK, DE, JP, …)",
@@ -77,6 +77,8 @@ class History:
     buyer_messages: dict[str, _BuyerMessage] = field(default_factory=dict)
     # (detector index, scope key) → (count, first message id)
     counts: dict[tuple[int, str], tuple[int, str]] = field(default_factory=dict)
+    # (detector index, scope key) → earlier messages that count only if their uncertain category does
+    possible: dict[tuple[int, str], int] = field(default_factory=dict)
 
     def __post_init__(self):
         self._index = {spec_key(spec): i for i, spec in enumerate(self.prior_detectors)}
@@ -101,12 +103,17 @@ class History:
             return True
         return quoted.text in normalise_for_quote(message.body)
 
-    def prior_count(self, spec: PriorCountDetector, message: Message) -> tuple[int, str]:
-        key = message.order_id if spec.scope == "order" else message.buyer_id
-        return self.counts.get((self._index[spec_key(spec)], key), (0, ""))
+    def prior_count(self, spec: PriorCountDetector, message: Message) -> tuple[int, str, int]:
+        """(definite count, first message id, messages that count only if their uncertain category does)."""
+        key = (self._index[spec_key(spec)], message.order_id if spec.scope == "order" else message.buyer_id)
+        count, first = self.counts.get(key, (0, ""))
+        return count, first, self.possible.get(key, 0)
 
-    def record(self, message: Message) -> None:
-        """Remember what later messages may need to know about this one."""
+    def record(self, message: Message, candidates: tuple[str, ...] = ()) -> None:
+        """Remember what later messages may need to know about this one.
+
+        `candidates`: the plausible categories of a message whose category is
+        neither given nor confidently inferred."""
         if message.initiated_by is InitiatedBy.buyer:
             self.buyer_messages[message.message_id] = _BuyerMessage(
                 message.buyer_id, normalise_for_quote(message.body)
@@ -117,6 +124,9 @@ class History:
                 key = (i, message.order_id if spec.scope == "order" else message.buyer_id)
                 count, first = self.counts.get(key, (0, message.message_id))
                 self.counts[key] = (count + 1, first)
+            elif spec.might_count(message, candidates):
+                key = (i, message.order_id if spec.scope == "order" else message.buyer_id)
+                self.possible[key] = self.possible.get(key, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,7 @@ class MessageFacts:
 
 def structural_facts(message: Message, history: History) -> dict:
     return {
-        "category": message.category.value,
+        "category": message.category.value if message.category is not None else None,
         "channel": message.channel.value,
         "initiated_by": message.initiated_by.value,
         "marketplace": message.marketplace,

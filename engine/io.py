@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Union
 import orjson
 from pydantic import ValidationError
 
+from .mapping import ColumnMap, apply_map
 from .model import BuyerEvent, Message
 
 Record = Union[Message, BuyerEvent]
@@ -46,10 +47,12 @@ def _short(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def to_record(data: object, source: str, line: Optional[int]) -> Union[Record, InputError]:
-    """Validate one parsed object as a message or a buyer event."""
+def to_record(data: object, source: str, line: Optional[int],
+              mapping: Optional[ColumnMap] = None) -> Union[Record, InputError]:
+    """Validate one parsed object as a message or a buyer event (after the column map, if any)."""
     if not isinstance(data, dict):
         return InputError(source, line, None, None, f"expected a JSON object, got {type(data).__name__}")
+    data = apply_map(data, mapping)
     message_id = data.get("message_id") if isinstance(data.get("message_id"), str) else None
     kind = data.get("type")
     model = Message
@@ -65,7 +68,8 @@ def to_record(data: object, source: str, line: Optional[int]) -> Union[Record, I
         field = ".".join(str(p) for p in err["loc"]) or None
         reason = err["msg"]
         if err["type"] == "timezone_aware":
-            reason = "timestamp has no UTC offset (RFC 3339 with offset required, e.g. 2017-03-28T09:15:00-07:00)"
+            reason = ("timestamp has no UTC offset (RFC 3339 with offset required, e.g. 2017-03-28T09:15:00-07:00; "
+                      "for exports in local time, name the zone with a map file's naive_timestamps)")
         elif err["type"] == "missing":
             reason = "required field is missing"
         elif err["type"] == "enum":
@@ -73,7 +77,7 @@ def to_record(data: object, source: str, line: Optional[int]) -> Union[Record, I
         return InputError(source, line, message_id, field, _short(reason))
 
 
-def _json_lines(data: bytes, source: str) -> Iterator[tuple[int, Union[Record, InputError]]]:
+def _json_lines(data: bytes, source: str, mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, Union[Record, InputError]]]:
     for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -82,7 +86,7 @@ def _json_lines(data: bytes, source: str) -> Iterator[tuple[int, Union[Record, I
         except orjson.JSONDecodeError as exc:
             yield number, InputError(source, number, None, None, f"malformed JSON: {exc}")
             continue
-        yield number, to_record(obj, source, number)
+        yield number, to_record(obj, source, number, mapping)
 
 
 def _csv_value(column: str, value: str):
@@ -96,31 +100,34 @@ def _csv_value(column: str, value: str):
     return value
 
 
-def _csv_rows(text: str, source: str) -> Iterator[tuple[int, Union[Record, InputError]]]:
+def _csv_rows(text: str, source: str, mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, Union[Record, InputError]]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     for row in reader:
         line = reader.line_num
         if None in row:
             yield line, InputError(source, line, row.get("message_id"), None, "more cells than header columns")
             continue
+        # Rename first, so list columns are recognised under their record names.
+        row = apply_map({k: v for k, v in row.items() if v != ""}, mapping)
         data = {k: v for k, v in ((k, _csv_value(k, v)) for k, v in row.items()) if v is not None}
         yield line, to_record(data, source, line)
 
 
-def _parquet_rows(path: Path, source: str) -> Iterator[tuple[int, Union[Record, InputError]]]:
+def _parquet_rows(path: Path, source: str, mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, Union[Record, InputError]]]:
     import pyarrow.parquet as pq
 
     row = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
         for data in batch.to_pylist():
             row += 1
-            data = {k: (orjson.loads(v) if k in LIST_COLUMNS and isinstance(v, str) else v)
-                    for k, v in data.items() if v is not None}
+            data = apply_map({k: v for k, v in data.items() if v is not None}, mapping)
+            data = {k: (orjson.loads(v) if k in LIST_COLUMNS and isinstance(v, str) else v) for k, v in data.items()}
             yield row, to_record(data, source, row)
 
 
-def read_records(path: Union[str, Path]) -> Iterator[tuple[int, Union[Record, InputError]]]:
-    """(line or row number, record or error) for every record of a log file ('-' = stdin)."""
+def read_records(path: Union[str, Path], mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, Union[Record, InputError]]]:
+    """(line or row number, record or error) for every record of a log file ('-' = stdin),
+    each raw row passed through the column map first when one is given."""
     source = str(path)
     if source == "-":
         data = sys.stdin.buffer.read()
@@ -129,11 +136,11 @@ def read_records(path: Union[str, Path]) -> Iterator[tuple[int, Union[Record, In
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix == ".parquet":
-            yield from _parquet_rows(path, source)
+            yield from _parquet_rows(path, source, mapping)
             return
         data = path.read_bytes()
     if suffix == ".csv":
-        yield from _csv_rows(data.decode("utf-8-sig"), source)
+        yield from _csv_rows(data.decode("utf-8-sig"), source, mapping)
         return
     stripped = data.lstrip()
     if stripped.startswith(b"{") and b"\n{" not in stripped.rstrip():
@@ -143,6 +150,6 @@ def read_records(path: Union[str, Path]) -> Iterator[tuple[int, Union[Record, In
         except orjson.JSONDecodeError:
             pass
         else:
-            yield 1, to_record(obj, source, 1)
+            yield 1, to_record(obj, source, 1, mapping)
             return
-    yield from _json_lines(data, source)
+    yield from _json_lines(data, source, mapping)

@@ -101,7 +101,9 @@ class Message(BaseModel):
     channel: Channel = Channel.email
     subject: str = ""
     body: str = ""
-    category: Category
+    # Optional since issue 8: when absent the engine infers it from the text
+    # (engine.classifier) and a given category always wins.
+    category: Optional[Category] = None
     buyer_opted_out: Optional[bool] = None
     delivered_at: Optional[AwareDatetime] = None
     order_placed_at: Optional[AwareDatetime] = None

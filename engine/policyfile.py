@@ -197,6 +197,13 @@ class ResolvedVersion:
         return self.effective_from <= local_date and (self.effective_to is None or local_date < self.effective_to)
 
     @functools.cached_property
+    def reads_language(self) -> bool:
+        """Whether a rule of this version reads the message's language (a language_match detector)."""
+        from .detectors import LanguageMatchDetector
+
+        return any(isinstance(spec, LanguageMatchDetector) for _, spec in self.detectors_used.values())
+
+    @functools.cached_property
     def rule_index(self) -> dict[str, ResolvedRule]:
         return {r.id: r for r in self.rules}
 
@@ -229,6 +236,8 @@ class PolicySet:
     alternatives: tuple[str, ...] = ()
     overlay_names: tuple[str, ...] = ()
     _raw: Any = None
+    # policies/classifier/ (issue 8): infers the category of records that lack one.
+    classifier: Any = None
 
     def all_versions(self) -> list[ResolvedVersion]:
         return [v for f in self.families.values() for v in f.versions]
@@ -402,7 +411,10 @@ def _build(raw: _RawSet, alternatives: tuple[str, ...], overlays: tuple[Path, ..
         versions = [_resolve_version(fam, vid, ffile, sources, markets) for vid in fam.versions]
         _assign_intervals(versions, fam)
         families[fid] = Family(ffile, str(fam.path), versions)
-    policy_set = PolicySet(raw.root, families, sources, markets, alternatives, tuple(str(o) for o in overlays), raw)
+    from .classifier.config import load_classifier_config  # here: the classifier package imports this module
+
+    policy_set = PolicySet(raw.root, families, sources, markets, alternatives, tuple(str(o) for o in overlays), raw,
+                           classifier=load_classifier_config(raw.root / "classifier"))
     return policy_set
 
 

@@ -46,12 +46,15 @@ def render_text(result, policies=None) -> str:
     out.append("outcomes: " + ", ".join(f"{n} {o}" for o, n in d["outcomes"].items() if n) or "none")
     if d["by_version"]:
         out.append("\nby policy version:")
+        width = max(len(f"{r['policy']}/{r['version']}") for r in d["by_version"])
         for r in d["by_version"]:
-            out.append(f"  {r['policy']}/{r['version']:<24} {r['outcome']:<13} {r['count']:>10}")
+            out.append(f"  {r['policy'] + '/' + r['version']:<{width}}  {r['outcome']:<13} {r['count']:>10}")
     if d["by_rule"]:
         out.append("\nfindings by rule:")
+        width = max(len(f"{r['policy']}/{r['version']} {r['rule']}") for r in d["by_rule"])
         for r in d["by_rule"]:
-            out.append(f"  {r['outcome']:<13} {r['policy']}/{r['version']} {r['rule']:<10} {r['count']:>10}")
+            name = f"{r['policy']}/{r['version']} {r['rule']}"
+            out.append(f"  {r['outcome']:<13} {name:<{width}} {r['count']:>10}")
     if d["by_month"]:
         out.append("\nby month:  " + "  ".join(f"{o:>13}" for o in OUTCOMES))
         for r in d["by_month"]:

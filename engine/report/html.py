@@ -86,14 +86,16 @@ def _bar_table(rows, label_key, value_key, color_key=None, limit=15) -> str:
     if not rows:
         return "<p class=muted>None.</p>"
     peak = max(r[value_key] for r in rows) or 1
+    # Bars start after the longest label (about 6.6 px a character at 12 px).
+    bar_x = min(max(int(6.6 * max(len(str(r[label_key])) for r in rows)) + 16, 200), 560)
     out = ['<svg width="1140" height="%d">' % (len(rows) * 24 + 6)]
     for i, r in enumerate(rows):
         y = i * 24 + 4
-        w = 640 * r[value_key] / peak
+        w = (1080 - bar_x - 60) * r[value_key] / peak
         color = COLORS.get(r.get(color_key, ""), "#5b7db1") if color_key else "#5b7db1"
         out.append(f'<text x="0" y="{y+14}" font-size="12">{_e(r[label_key])}</text>'
-                   f'<rect x="380" y="{y}" width="{max(w,1):.1f}" height="18" rx="3" fill="{color}"/>'
-                   f'<text x="{386+w:.1f}" y="{y+14}" font-size="12" fill="#344054">{r[value_key]:,}</text>')
+                   f'<rect x="{bar_x}" y="{y}" width="{max(w,1):.1f}" height="18" rx="3" fill="{color}"/>'
+                   f'<text x="{bar_x+6+w:.1f}" y="{y+14}" font-size="12" fill="#344054">{r[value_key]:,}</text>')
     out.append("</svg>")
     return "".join(out)
 

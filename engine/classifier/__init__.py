@@ -1,0 +1,149 @@
+"""Infer a message's category (and language) when the record gives none (issue 8).
+
+The vocabulary's scores (data in policies/classifier/) and, when enabled, a
+linear n-gram model trained on the labelled corpus are blended into one
+probability per category. The result is either a decided category (its
+probability reaches `confident_at`) or an uncertain one with its candidates:
+the evaluator then treats the category as an unknown fact whose domain is the
+candidates, so uncertainty can never turn into a pass.
+
+Classification reads one message only (subject, body, channel, reply_to,
+attachments): it is deterministic and independent of every other message.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+from ..model import Category
+from .config import ClassifierConfig, load_classifier_config
+from .features import ClassifierInput
+from .vocabulary import VocabularyScorer
+
+CATEGORIES = tuple(c.value for c in Category)
+_ORDER = {c: i for i, c in enumerate(CATEGORIES)}
+
+
+@dataclass(frozen=True)
+class Classification:
+    category: Optional[str]                        # decided category; None when not confident
+    best: str                                      # the most probable category
+    confidence: float                              # its blended probability
+    candidates: tuple[tuple[str, float], ...]      # plausible categories, most probable first
+    evidence: tuple[str, ...]                      # quoted phrases and features behind `best`
+
+    @property
+    def confident(self) -> bool:
+        return self.category is not None
+
+    def describe_evidence(self) -> str:
+        return "; ".join(f"“{e}”" if not e.startswith("feature ") else e for e in self.evidence) or "no phrase matched"
+
+
+class Classifier:
+    def __init__(self, config: ClassifierConfig):
+        self.config = config
+        self.settings = config.settings
+        self.scorer = VocabularyScorer(config.vocabulary)
+        self._model = None
+        self._lock = threading.Lock()
+
+    # -- the statistical second opinion (lazy: scikit-learn is imported on first use) --
+
+    def model(self):
+        if self._model is not None:
+            return self._model
+        if not self.settings.model.enabled or not self.config.training:
+            return None
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    from .statistical import NgramModel, read_corpus
+
+                    rows = [r for path in self.config.training for r in read_corpus(path)]
+                    self._model = NgramModel(self.settings.model.C, self.settings.model.scale).fit(
+                        [ClassifierInput.from_corpus(r) for r in rows], [r["category"] for r in rows])
+        return self._model
+
+    def with_model(self, model) -> "Classifier":
+        """A copy using another trained model (the benchmark's cross-validation folds), or None for none."""
+        other = Classifier.__new__(Classifier)
+        other.__dict__.update(self.__dict__)
+        other._lock = threading.Lock()
+        other._model = model
+        if model is None:
+            other.settings = self.settings.model_copy(update={"model": self.settings.model.model_copy(update={"enabled": False})})
+        return other
+
+    # -- classification ----------------------------------------------------------------
+
+    def probabilities(self, item: ClassifierInput) -> tuple[dict[str, float], dict]:
+        text = item.text
+        features = item.features(text)
+        scores = self.scorer.score(text, features)
+        t = self.settings.temperature
+        top = max(s.value for s in scores.values())
+        exp = {c: math.exp((scores[c].value - top) / t) for c in CATEGORIES}
+        total = sum(exp.values())
+        probs = {c: exp[c] / total for c in CATEGORIES}
+        model = self.model()
+        if model is not None:
+            w = self.settings.model.weight
+            second = model.probabilities(item, text)
+            probs = {c: (1 - w) * probs[c] + w * second[c] for c in CATEGORIES}
+        return probs, scores
+
+    def classify(self, item: ClassifierInput) -> Classification:
+        probs, scores = self.probabilities(item)
+        ranked = sorted(CATEGORIES, key=lambda c: (-probs[c], _ORDER[c]))
+        best = ranked[0]
+        candidates = []
+        mass = 0.0
+        for c in ranked:
+            if mass >= self.settings.candidate_mass and probs[c] < candidates[-1][1] - 1e-12:
+                break
+            candidates.append((c, round(probs[c], 4)))
+            mass += probs[c]
+        confidence = round(probs[best], 4)
+        evidence = tuple(
+            (f"feature {span}" if ":" in span or span in _FEATURE_NAMES else span)
+            for weight, span in scores[best].evidence if weight > 0
+        )[:6]
+        decided = best if confidence >= self.settings.confident_at else None
+        return Classification(decided, best, confidence, tuple(candidates), evidence)
+
+    def classify_message(self, message) -> Classification:
+        return self.classify(ClassifierInput.from_message(message))
+
+    def detect_language(self, message) -> tuple[Optional[str], float]:
+        from .language import detect_language
+
+        settings = self.settings.language_detection
+        return detect_language(ClassifierInput.from_message(message).text, tuple(settings.languages),
+                               settings.min_confidence)
+
+
+_FEATURE_NAMES = {"reply_to", "quoted_text", "reply_subject", "proactive", "short", "long", "order_id"}
+
+_classifiers: dict[str, Classifier] = {}
+_lock = threading.Lock()
+
+
+def classifier_for(policies) -> Classifier:
+    """The classifier shipped with a policy set (policies/classifier/), built once per content."""
+    config = policies.classifier
+    if config is None:
+        from ..policyfile import PolicyError
+
+        raise PolicyError(policies.root / "classifier", "no classifier here (classifier.yaml): "
+                          "records without a category cannot be judged")
+    with _lock:
+        found = _classifiers.get(config.digest)
+        if found is None:
+            found = _classifiers[config.digest] = Classifier(config)
+    return found
+
+
+__all__ = ["Classification", "Classifier", "ClassifierInput", "classifier_for", "load_classifier_config"]

@@ -1,0 +1,84 @@
+"""What the classifier reads of a message: its text and a few generic features.
+
+The same reduction serves a CONTRACT §1 record and a labelled-corpus line, so
+the benchmark scores exactly what the engine sees.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from ..detectors import body_text
+
+_QUOTED = re.compile(r"(?m)^[ \t]*(?:>|&gt;)|<blockquote\b", re.I)
+# Reply prefixes of common mail clients: Re, AW (de), SV (sv/da), Rif/R (it), RE, Rép (fr), RV/RES (es).
+_REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|rif|r|rép|res|rv)\s*(?:\[\d+\])?\s*:", re.I)
+_ORDER_ID = re.compile(r"(?<![\d-])\d{3}-\d{7}-\d{7}(?![\d-])")
+_WORD = re.compile(r"[^\W\d_]+", re.U)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+# Message size in words (CJK: two characters count as one word).
+SHORT_WORDS, LONG_WORDS = 45, 120
+
+
+@dataclass(frozen=True)
+class ClassifierInput:
+    subject: str
+    body: str
+    channel: str = "email"
+    has_reply_to: bool = False
+    attachments: tuple[str, ...] = ()
+
+    @classmethod
+    def from_message(cls, message) -> "ClassifierInput":
+        return cls(message.subject, message.body, message.channel.value, message.reply_to is not None,
+                   tuple(a.kind.value for a in message.attachments))
+
+    @classmethod
+    def from_corpus(cls, row: dict) -> "ClassifierInput":
+        kinds = tuple(a if isinstance(a, str) else a["kind"] for a in row.get("attachments") or ())
+        return cls(row.get("subject") or "", row.get("body") or "", row.get("channel") or "email",
+                   bool(row.get("is_reply") or row.get("reply_to")), kinds)
+
+    @property
+    def text(self) -> str:
+        """Subject and readable body, the text phrases are looked for in."""
+        return self.subject + "\n" + body_text(self.body)
+
+    def features(self, text: Optional[str] = None) -> set[str]:
+        text = self.text if text is None else text
+        found = {f"channel:{self.channel}"}
+        found.update(f"attachment:{k}" for k in self.attachments)
+        quoted = bool(_QUOTED.search(self.body))
+        if self.has_reply_to:
+            found.add("reply_to")
+        if quoted:
+            found.add("quoted_text")
+        if _REPLY_SUBJECT.search(self.subject):
+            found.add("reply_subject")
+        if not self.has_reply_to and not quoted:
+            found.add("proactive")
+        if _ORDER_ID.search(text):
+            found.add("order_id")
+        words = word_count(text)
+        if words <= SHORT_WORDS:
+            found.add("short")
+        elif words >= LONG_WORDS:
+            found.add("long")
+        return found
+
+    def model_text(self, text: Optional[str] = None) -> str:
+        """Text plus feature tokens, for the statistical model."""
+        text = self.text if text is None else text
+        tokens = " ".join("zz" + re.sub(r"\W", "", f) for f in sorted(self.features(text)))
+        return f"{text}\n{tokens}"
+
+
+def word_count(text: str) -> int:
+    cjk = len(_CJK.findall(text))
+    return len(_WORD.findall(_CJK.sub(" ", text))) + cjk // 2
+
+
+def inputs(rows: Iterable[dict]) -> list[ClassifierInput]:
+    return [ClassifierInput.from_corpus(r) for r in rows]

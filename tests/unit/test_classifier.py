@@ -1,0 +1,218 @@
+"""Issue 8: the classifier's data files, scoring, inference in the Judge, language detection, classify CLI."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from engine import Judge, Message, judge_records, load_policies
+from engine.classifier import ClassifierInput, classifier_for
+from engine.classifier.statistical import read_corpus
+from engine.classifier.vocabulary import phrase_regex
+from engine.cli import main
+from engine.policyfile import PolicyError
+
+from ..conftest import POLICIES
+
+CORPUS = POLICIES / "classifier" / "labelled_corpus.jsonl"
+
+
+@pytest.fixture(scope="module")
+def clf(policies):
+    return classifier_for(policies)
+
+
+def _msg(**kw) -> Message:
+    data = dict(message_id="M", order_id="111-0000001-0000001", buyer_id="B1",
+                sent_at="2021-05-10T10:00:00-07:00", delivered_at="2021-05-01T10:00:00-07:00", buyer_opted_out=False)
+    data.update(kw)
+    return Message(**data)
+
+
+# ---- data files: errors name file and field -------------------------------------------
+
+
+def _copy(tmp_path) -> Path:
+    root = tmp_path / "policies"
+    shutil.copytree(POLICIES, root)
+    return root
+
+
+@pytest.mark.parametrize("edit,field,message", [
+    (lambda d: d["categories"]["invoice"].update(signals={"colour": 1}), "categories.invoice.signals", "unknown feature"),
+    (lambda d: d["categories"]["invoice"]["terms"].append({"weight": 1, "english": ["x"]}),
+     "categories.invoice.terms.2", "language code"),
+    (lambda d: d["categories"]["invoice"]["terms"].append({"weight": 1, "regex": ["(unclosed"]}),
+     "categories.invoice.terms.2.regex", "does not compile"),
+    (lambda d: d["categories"].pop("marketing"), "categories", "missing: marketing"),
+    (lambda d: d["categories"]["invoice"]["terms"].append({"weight": "heavy", "en": ["x"]}),
+     "categories.invoice.terms.2.weight", "number"),
+])
+def test_vocabulary_errors_name_file_and_field(tmp_path, edit, field, message):
+    root = _copy(tmp_path)
+    path = root / "classifier" / "vocabulary.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    edit(doc)
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(PolicyError) as info:
+        load_policies(root)
+    assert info.value.file == str(path)
+    assert info.value.field == field, str(info.value)
+    assert message in str(info.value)
+
+
+def test_settings_errors_name_file_and_field(tmp_path):
+    root = _copy(tmp_path)
+    path = root / "classifier" / "classifier.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["model"].update(enabled=True, training=["missing.jsonl"])
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(PolicyError) as info:
+        load_policies(root)
+    assert info.value.field == "model.training.0" and "missing.jsonl" in str(info.value)
+
+
+def test_phrase_regex_edges_stems_and_cjk():
+    assert re.search(phrase_regex("rate us"), "please  rate\nus", re.I)
+    assert not re.search(phrase_regex("rate"), "separate", re.I)
+    assert re.search(phrase_regex("engrav*"), "the engraving text", re.I)
+    assert not re.search(phrase_regex("engrav*"), "reengrave", re.I)
+    assert re.search(phrase_regex("名入れ"), "ご注文の名入れ内容")
+
+
+# ---- classification ---------------------------------------------------------------------
+
+
+def test_evidence_is_quoted_from_the_message(clf):
+    for row in read_corpus(CORPUS)[::40]:
+        item = ClassifierInput.from_corpus(row)
+        result = clf.classify(item)
+        text = " ".join(item.text.split()).lower()
+        for e in result.evidence:
+            if not e.startswith("feature "):
+                assert e.lower() in text, (row["id"], e)
+
+
+def test_confident_or_candidates_cover_the_mass(clf):
+    for row in read_corpus(CORPUS)[::25]:
+        result = clf.classify(ClassifierInput.from_corpus(row))
+        assert 0 <= result.confidence <= 1
+        assert result.candidates[0][0] == result.best
+        if not result.confident:
+            assert sum(p for _, p in result.candidates) >= clf.settings.candidate_mass - 1e-3
+
+
+def test_editing_the_vocabulary_changes_the_classification(tmp_path):
+    """A compliance team corrects a misclassification by editing data, not code."""
+    root = _copy(tmp_path)
+    item = ClassifierInput("Zorblax", "Zorblax quux.")
+    before = classifier_for(load_policies(root)).classify(item)
+    assert not before.confident
+    path = root / "classifier" / "vocabulary.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["categories"]["marketing"]["terms"].append({"weight": 8, "en": ["zorblax"]})
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    after = classifier_for(load_policies(root)).classify(item)
+    assert after.category == "marketing" and "Zorblax" in after.evidence
+
+
+def test_language_detection(clf):
+    assert clf.detect_language(_msg(subject="Ihre Rechnung", body="Guten Tag, anbei finden Sie die Rechnung."))[0] == "de"
+    assert clf.detect_language(_msg(subject="", body=""))[0] is None
+
+
+# ---- the Judge ----------------------------------------------------------------------------
+
+
+def test_given_category_and_language_need_no_classifier(policies):
+    judge = Judge(policies)
+    m = _msg(category="invoice", language="en")
+    effective, inference = judge.infer(m)
+    assert effective is m and inference is None
+
+
+def test_buyer_language_is_never_guessed(policies):
+    effective, inference = Judge(policies).infer(_msg(subject="Hello", body="Would you leave a review?"))
+    assert effective.buyer_language is None and inference.language is not None
+
+
+def test_uncertain_category_enumerates_only_the_candidates(policies, clf):
+    m = _msg(sent_at="2017-03-28T10:00:00-07:00", buyer_opted_out=True, channel="seller_central",
+             subject="Additional Information Required",
+             body="Hello, we need a quick answer from you about order 111-0000001-0000001 before we can continue.")
+    result = clf.classify_message(m)
+    assert not result.confident
+    verdict = judge_records(policies, [m])[0]
+    note = next(f for f in verdict.findings if f.rule == "INFER-CATEGORY")
+    listed = re.findall(r"(\w+) \([\d.]+\) → (\w+)", note.reason)
+    assert [c for c, _ in listed] == [c for c, _ in result.candidates]
+    assert {o for _, o in listed} == {"allowed", "violation"} and verdict.outcome.value == "indeterminate"
+
+
+def test_cached_and_uncached_verdicts_agree_on_raw_records(policies):
+    rows = read_corpus(CORPUS)[::12]
+    log = [_msg(message_id=f"m{i}", buyer_id=f"B{i}", order_id=f"111-{i:07d}-0000001", subject=r["subject"],
+                body=r["body"], channel=r["channel"], buyer_opted_out=[True, False, None][i % 3])
+           for i, r in enumerate(rows)]
+    cached = judge_records(policies, log, cache=True)
+    uncached = judge_records(policies, log, cache=False)
+    assert [v.model_dump() for v in cached] == [v.model_dump() for v in uncached]
+
+
+def test_no_classifier_is_an_input_error_naming_category(tmp_path):
+    root = _copy(tmp_path)
+    shutil.rmtree(root / "classifier")
+    log = tmp_path / "raw.jsonl"
+    log.write_text(json.dumps({"message_id": "M", "order_id": "1", "buyer_id": "B",
+                               "sent_at": "2021-01-01T00:00:00+00:00", "body": "Hi"}) + "\n")
+    result = CliRunner().invoke(main, ["check", str(log), "--policies", str(root)])
+    assert result.exit_code == 2
+    assert "message_id M" in result.stderr and "field 'category'" in result.stderr
+
+
+# ---- classify command -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def raw_log(tmp_path) -> Path:
+    path = tmp_path / "raw.jsonl"
+    rows = [
+        {"message_id": "R", "order_id": "1", "buyer_id": "B", "sent_at": "2021-01-01T00:00:00+00:00",
+         "subject": "How is the kettle?", "body": "Would you leave a review of the kettle on Amazon?"},
+        {"message_id": "X", "order_id": "1", "buyer_id": "B", "sent_at": "2021-01-01T00:00:00+00:00",
+         "subject": "Hello", "body": "Hello."},
+        {"message_id": "G", "order_id": "1", "buyer_id": "B", "sent_at": "2021-01-01T00:00:00+00:00",
+         "body": "Anything", "category": "invoice", "language": "en"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_classify_json(raw_log):
+    result = CliRunner().invoke(main, ["classify", str(raw_log), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["message_id"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert rows["R"]["category"] == "review_request" and rows["R"]["source"] == "inferred"
+    assert rows["R"]["language"] == "en" and rows["R"]["evidence"]
+    assert rows["X"]["category"] is None and rows["X"]["source"] == "uncertain" and len(rows["X"]["alternatives"]) > 1
+    assert rows["G"] == {**rows["G"], "category": "invoice", "source": "given", "language": "en", "confidence": 1.0}
+
+
+def test_classify_csv_and_text(raw_log):
+    csv_out = CliRunner().invoke(main, ["classify", str(raw_log), "--format", "csv"]).stdout.splitlines()
+    assert csv_out[0] == "message_id,category,confidence,source,language,evidence,alternatives"
+    assert csv_out[1].startswith("R,review_request,") and len(csv_out) == 4
+    text = CliRunner().invoke(main, ["classify", str(raw_log)]).stdout
+    assert "X  uncertain (best" in text and "alternatives:" in text
+
+
+def test_classify_input_error(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"message_id": "M", "order_id": "1", "buyer_id": "B", "sent_at": "2021-01-01T00:00:00"}\n')
+    result = CliRunner().invoke(main, ["classify", str(bad)])
+    assert result.exit_code == 2 and "field 'sent_at'" in result.stderr
