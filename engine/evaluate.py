@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Literal, Optional, Union
 from .compile import compiled
 from .conditions import facts_used
 from .detectors import TextViews
-from .facts import History, facts_for, structural_facts
+from .facts import History, MessageFacts, facts_for, structural_facts
 from .model import BuyerEvent, Finding, Message, Outcome, PolicyRef, Verdict
 from .policyfile import PolicySet, ResolvedRule, ResolvedVersion
 from .reference import ReferenceVersion
@@ -93,7 +93,6 @@ class Judge:
 
     def _judge(self, message: Message, instant: dt.datetime) -> Verdict:
         versions = in_force(self.policies, instant, message.marketplace)
-        refs = [PolicyRef(policy=v.family, version=v.id) for v in versions]
         if not versions:
             return Verdict(message_id=message.message_id, evaluated_at=instant,
                            outcome=Outcome.no_policy, policies=[], findings=[])
@@ -102,7 +101,18 @@ class Judge:
         views = TextViews(message)
         detector_cache: dict = {}
         per_version = [(v, facts_for(message, self.history, v, base, views, detector_cache)) for v in versions]
+        return self.verdict_from_facts(message.message_id, instant, per_version)
 
+    def verdict_from_facts(self, message_id: str, instant: dt.datetime,
+                           per_version: list[tuple[ResolvedVersion, MessageFacts]]) -> Verdict:
+        """The verdict for given fact vectors of the versions in force (no record needed).
+
+        The what-if exhaustive mode judges points of the finite fact space
+        through this, so it shares completions and combination with `judge`."""
+        refs = [PolicyRef(policy=v.family, version=v.id) for v, _ in per_version]
+        if not per_version:
+            return Verdict(message_id=message_id, evaluated_at=instant,
+                           outcome=Outcome.no_policy, policies=[], findings=[])
         unknown: dict[str, tuple] = {}
         for version, facts in per_version:
             for name, value in facts.values.items():
@@ -123,9 +133,9 @@ class Judge:
                     hits.add(_Hit((version.family, version.id, rule_id), version, version.rule_index[rule_id]))
             completions.append((assignment, hits))
 
-        return self._combine(message, instant, refs, per_version, unknown, completions)
+        return self._combine(message_id, instant, refs, per_version, unknown, completions)
 
-    def _combine(self, message, instant, refs, per_version, unknown, completions) -> Verdict:
+    def _combine(self, message_id, instant, refs, per_version, unknown, completions) -> Verdict:
         all_hits = set().union(*(h for _, h in completions))
         definite = set.intersection(*(h for _, h in completions)) if completions else set()
         possible = all_hits - definite
@@ -159,7 +169,7 @@ class Judge:
                 rule=rule.id, policy=hit.version.family, version=hit.version.id, outcome=level,
                 reason=reason, sources=list(rule.sources), evidence=evidence,
             ))
-        return Verdict(message_id=message.message_id, evaluated_at=instant, outcome=outcome,
+        return Verdict(message_id=message_id, evaluated_at=instant, outcome=outcome,
                        policies=refs, findings=findings)
 
     @staticmethod
