@@ -167,6 +167,9 @@ class Dim:
 
     def describe(self, classes) -> str:
         values = [self.labels[i] for c in sorted(classes) for i in self.classes[c]]
+        others = [l for l in self.labels if l not in values]
+        if len(others) < len(values) and len(values) > 2:
+            return "none of " + " | ".join(others)
         return " | ".join(values)
 
 
@@ -904,7 +907,8 @@ def _judge_witness(space: Space, records: list[dict]):
 
 
 def exhaustive_diff(side_a, side_b, policies_root=None, max_regions: int = 50,
-                    combined_budget: int = COMBINED_BUDGET, verify_leaves: bool = False) -> ExhaustiveDiff:
+                    combined_budget: int = COMBINED_BUDGET, verify_leaves: bool = False,
+                    witnesses: bool = True) -> ExhaustiveDiff:
     """Compare two sides over the finite fact space (see the module docstring).
 
     `max_regions` bounds the regions listed (with a witness) per row; `verify_leaves`
@@ -959,7 +963,7 @@ def exhaustive_diff(side_a, side_b, policies_root=None, max_regions: int = 50,
                 for cube in merged:
                     regions.append(Region(cube, space.size(cube), space.describe(cube)))
                 regions.sort(key=lambda r: -r.vectors)
-                for region in regions[:max_regions]:
+                for region in (regions[:max_regions] if witnesses else ()):
                     recs = builder.build(region.cube)
                     space_info["witnesses"] += 1
                     if recs is not None:
@@ -1012,6 +1016,9 @@ def exhaustive_diff(side_a, side_b, policies_root=None, max_regions: int = 50,
                 def change_check(label, vs):
                     return change_label(vs) == label
                 change_rows += rows_from("change", leaves, change_label, change_check)
+    differing = {row.context for row in outcome_rows + rule_rows}
+    for info in ctx_info:
+        info["differs"] = info["id"] in differing
     return ExhaustiveDiff(side_a, side_b, ctx_info, identical, space_info, outcome_rows, rule_rows, change_rows,
                           time.perf_counter() - start, notes)
 

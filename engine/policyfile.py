@@ -296,6 +296,8 @@ def read_yaml(path: Path) -> Any:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError(path, f"not valid YAML: {exc}") from None
+    except ValueError as exc:  # e.g. an impossible date such as 2020-12-40, which YAML reads as a date
+        raise PolicyError(path, f"not valid YAML: {exc}") from None
 
 
 def default_policies_dir() -> Path:
@@ -334,7 +336,27 @@ def load_policies(
     return _build(raw, tuple(alternatives), tuple(Path(o) for o in overlays))
 
 
+_RAW_CACHE: dict[tuple, _RawSet] = {}
+
+
 def _read_raw(root: Path) -> _RawSet:
+    """The parsed files of a policies directory, re-read only when a file changed (size or mtime):
+    a what-if loads the same directory once per side, and YAML parsing dominates loading."""
+    stamp = []
+    for f in sorted(root.glob("*.yaml")) + sorted(root.glob("*/*.yaml")):
+        st = f.stat()
+        stamp.append((str(f), st.st_mtime_ns, st.st_size))
+    key = (str(root.resolve()), tuple(stamp))
+    raw = _RAW_CACHE.get(key)
+    if raw is None:
+        raw = _read_raw_files(root)
+        if len(_RAW_CACHE) > 16:
+            _RAW_CACHE.clear()
+        _RAW_CACHE[key] = raw
+    return copy.deepcopy(raw)
+
+
+def _read_raw_files(root: Path) -> _RawSet:
     sources_doc = read_yaml(root / "sources.yaml")
     markets_doc = read_yaml(root / "marketplaces.yaml")
     families: dict[str, _RawFamily] = {}

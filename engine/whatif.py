@@ -43,6 +43,8 @@ class SideError(ValueError):
 
 def parse_when(value: str) -> When:
     """A date (judged at local noon in each message's marketplace) or an RFC 3339 instant with offset."""
+    if not isinstance(value, str):
+        raise SideError(f"{value!r} is neither a date (YYYY-MM-DD) nor an RFC 3339 timestamp")
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
