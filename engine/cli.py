@@ -43,17 +43,20 @@ def _parse_when(value: Optional[str]):
 
 
 def common_options(func):
-    """Every command takes --policies, --format and --alt (CONTRACT §5)."""
+    """Every command takes --policies, --format, --alt and --overlay (CONTRACT §5)."""
     @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
                   help="Policy directory (default: the policies shipped with the package).")
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
                   help="Human-readable text or machine-readable JSON.")
     @click.option("--alt", "alternatives", multiple=True, metavar="NAME",
                   help="Select a recorded alternative reading (repeatable); see `msgpolicy timeline`.")
+    @click.option("--overlay", "overlays", multiple=True, metavar="PATH",
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="Apply a draft overlay file on top of the policies (repeatable; see `msgpolicy diff`).")
     @functools.wraps(func)
-    def wrapper(*args, policies_dir, alternatives, **kwargs):
+    def wrapper(*args, policies_dir, alternatives, overlays, **kwargs):
         try:
-            policies = load_policies(policies_dir, alternatives=alternatives)
+            policies = load_policies(policies_dir, alternatives=alternatives, overlays=overlays)
         except PolicyError as exc:
             click.echo(f"policy error: {exc}", err=True)
             sys.exit(EXIT_ERROR)
@@ -297,8 +300,12 @@ def schema():
               help="Policy directory (default: the policies shipped with the package).")
 @click.option("--alt", "alternatives", multiple=True, metavar="NAME",
               help="Select a recorded alternative reading (repeatable); see `msgpolicy timeline`.")
+@click.option("--sensitivity", is_flag=True,
+              help="Also audit under each recorded alternative and flag the messages whose verdict "
+                   "depends on a disputed point, with both verdicts (adds a section to the report).")
 @map_option
-def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, map_file):
+def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, sensitivity,
+          map_file):
     """Judge whole logs (JSON Lines, CSV, Parquet) as a stream; bad records are set aside, never fatal.
 
     History follows file order (a real export is sorted by sent_at); a message sent before a
@@ -352,6 +359,9 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
     for item in result.rejects:
         click.echo("input error: " + _reject_text(item), err=True)
     report = render(fmt, result, policies)
+    if sensitivity:
+        report = _with_sensitivity(fmt, report, logs, policies_dir, alternatives, at, jobs, history_days, results,
+                                   cfg.mapping)
     if output is not None:
         output.write_text(report, encoding="utf-8")
     else:
@@ -366,6 +376,21 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
         click.echo(f"{s.rejected} record(s) rejected{where}", err=True)
     clean = all(s.outcomes.get(o.value, 0) == 0 for o in Outcome if not o.is_clean)
     sys.exit(EXIT_CLEAN if clean else EXIT_FINDINGS)
+
+
+def _with_sensitivity(fmt, report, logs, policies_dir, alternatives, at, jobs, history_days, results,
+                      mapping=None) -> str:
+    from .report.diff import render_sensitivity
+    from .whatif import sensitivity
+
+    reuse = results if results is not None and results.suffix.lower() in (".jsonl", ".json", ".ndjson") else None
+    try:
+        sens = sensitivity(list(logs), policies_dir, on=at, jobs=jobs, history_days=history_days,
+                           baseline_results=reuse, base_alternatives=alternatives, mapping=mapping)
+    except (OSError, RuntimeError, PolicyError) as exc:
+        click.echo(f"audit error: sensitivity: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    return render_sensitivity(fmt, sens, report)
 
 
 def _estimate_messages(logs) -> int:
@@ -386,6 +411,151 @@ def _reject_text(item: dict) -> str:
         where += f" (message_id {item['message_id']})"
     field = f": field '{item['field']}'" if item.get("field") else ""
     return f"{where}{field}: {item['reason']}"
+
+
+# ---- diff (what-if) ------------------------------------------------------------------------
+
+EXIT_SAME, EXIT_DIFFERENT = 0, 1
+
+
+@main.command()
+@click.argument("logs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--baseline", "baseline", multiple=True, metavar="SPEC",
+              help="The reference side (default: shipped policies, judged as sent). SPEC items, comma-"
+                   "separated or in repeated options: on=DATE|TIMESTAMP, alt:NAME, overlay:PATH.")
+@click.option("--variant", "variant", multiple=True, metavar="SPEC", required=True,
+              help="The side compared with the baseline; same items as --baseline.")
+@click.option("--exhaustive", is_flag=True,
+              help="Compare over every possible message (the finite fact space) instead of a log.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the report here (default: standard output).")
+@click.option("--changes", "changes_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Log mode: write every changed message as JSON Lines here.")
+@click.option("--summary-only", is_flag=True, help="Log mode: leave the list of changed messages out of the report.")
+@click.option("--max-regions", type=click.IntRange(1, None), default=3, show_default=True,
+              help="Exhaustive mode: regions listed (each with a witness) per change.")
+@click.option("--no-witnesses", is_flag=True, help="Exhaustive mode, text: do not print the witness records.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Log mode: audit worker processes per side.")
+@click.option("--history-days", type=click.IntRange(1, None), default=400, show_default=True,
+              help="Log mode: as for `msgpolicy audit`.")
+@click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Policy directory for both sides (default: the shipped policies).")
+@map_option
+def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary_only, max_regions, no_witnesses,
+         jobs, history_days, policies_dir, map_file):
+    """What changes between a baseline and a variant: on LOGS, or --exhaustive over every possible message.
+
+    \b
+    Examples:
+      msgpolicy diff log.jsonl --baseline on=2017-03-30 --variant on=2017-04-01
+      msgpolicy diff log.jsonl --variant alt:guidelines-from-2020-11-06
+      msgpolicy diff log.jsonl --variant overlay:draft.yaml,alt:window-anchor-order-placed
+      msgpolicy diff --exhaustive --variant overlay:draft.yaml
+
+    Exit status: 0 no differences, 1 differences, 2 usage, input or policy error.
+    """
+    import time
+
+    from .report.diff import render_exhaustive, render_log_diff
+    from .whatif import JoinError, SideError, diff_logs, parse_side
+
+    try:
+        side_a = parse_side(baseline, "--baseline")
+        side_b = parse_side(variant, "--variant")
+    except SideError as exc:
+        raise click.UsageError(str(exc)) from None
+    if exhaustive and logs:
+        raise click.UsageError("--exhaustive compares over every possible message: give no LOGS")
+    if not exhaustive and not logs:
+        raise click.UsageError("give one or more LOGS, or --exhaustive")
+    for log in logs:
+        if not log.is_file():
+            click.echo(f"input error: {log}: no such file", err=True)
+            sys.exit(EXIT_ERROR)
+    start = time.perf_counter()
+    try:
+        if exhaustive:
+            from .exhaustive import exhaustive_diff
+            result = exhaustive_diff(side_a, side_b, policies_dir, max_regions=max_regions)
+            report = render_exhaustive(fmt, result, max_regions, witnesses=not no_witnesses)
+            differs = result.differs
+            sp = result.space
+            click.echo(f"exhaustive: {sp['vectors']:,} fact vectors, {sp['differing_contexts']} context(s) "
+                       f"explored, {sp['leaves']:,} leaves, {sp['regions']:,} regions, "
+                       f"{sp['unrealised']} unrealised witness(es), {time.perf_counter() - start:.1f} s", err=True)
+        else:
+            result = diff_logs(list(logs), side_a, side_b, policies_dir, jobs=jobs, history_days=history_days,
+                               changes_path=changes_path, mapping=_load_map(map_file))
+            report = render_log_diff(fmt, result, include_changes=not summary_only)
+            differs = result.summary.changed > 0
+            for item in result.rejects:
+                click.echo("input error: " + _reject_text(item), err=True)
+            click.echo(f"diff: {result.summary.judged:,} messages judged under each side, "
+                       f"{result.summary.changed:,} changed, {time.perf_counter() - start:.1f} s", err=True)
+    except PolicyError as exc:
+        click.echo(f"policy error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except (OSError, RuntimeError, JoinError, UnicodeDecodeError) as exc:
+        click.echo(f"diff error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    if output is not None:
+        output.write_text(report, encoding="utf-8")
+    else:
+        click.echo(report, nl=False)
+    sys.exit(EXIT_DIFFERENT if differs else EXIT_SAME)
+
+
+# ---- test (policy tests for users) -------------------------------------------------------------
+
+
+@main.command("test")
+@click.argument("cases", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Policy directory (default: the shipped policies).")
+@click.option("-v", "--verbose", is_flag=True, help="Text: also list the cases that pass.")
+def test_cases(cases, fmt, policies_dir, verbose):
+    """Run policy tests: each case is a record with the outcome and rules it must get.
+
+    Exit status: 0 every case passes, 1 at least one fails, 2 the file or the policies are invalid
+    (nothing is judged then). See docs/howto/test.md for the file format.
+    """
+    from .policytest import CasesError, run_cases
+
+    all_results = []
+    for path in cases:
+        if not path.is_file():
+            click.echo(f"input error: {path}: no such file", err=True)
+            sys.exit(EXIT_ERROR)
+        try:
+            all_results.append((path, run_cases(path, policies_dir)))
+        except (CasesError, PolicyError) as exc:
+            click.echo(f"input error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+    failed = sum(not r.passed for _, rs in all_results for r in rs)
+    total = sum(len(rs) for _, rs in all_results)
+    if fmt == "json":
+        click.echo(orjson.dumps({"passed": total - failed, "failed": failed, "files": [
+            {"file": str(p), "cases": [{"name": r.name, "passed": r.passed, "variant": r.side,
+                                        "expected": r.expected, "got": r.got, "problems": r.problems}
+                                       for r in rs]} for p, rs in all_results]},
+            option=orjson.OPT_INDENT_2).decode())
+    else:
+        for path, rs in all_results:
+            for r in rs:
+                if r.passed and not verbose:
+                    continue
+                status = "PASS" if r.passed else "FAIL"
+                click.echo(f"{status} {path}: {r.name}" + ("" if r.side == "shipped" else f"  [{r.side}]"))
+                for problem in r.problems:
+                    click.echo(f"     {problem}")
+                if not r.passed:
+                    click.echo(f"     got {r.got['outcome']} [{', '.join(r.got['rules']) or 'no findings'}]")
+        click.echo(f"{total - failed}/{total} case(s) passed" + (f", {failed} failed" if failed else ""))
+    sys.exit(EXIT_FINDINGS if failed else EXIT_CLEAN)
 
 
 if __name__ == "__main__":

@@ -158,7 +158,19 @@ class Judge:
     def decide(self, message: Message, instant: dt.datetime, versions, per_version,
                inference: Optional[Inference] = None) -> Verdict:
         """The verdict from the versions in force and their facts (the history is not read)."""
-        refs = [PolicyRef(policy=v.family, version=v.id) for v in versions]
+        return self.verdict_from_facts(message.message_id, instant, per_version, inference)
+
+    def verdict_from_facts(self, message_id: str, instant: dt.datetime,
+                           per_version: list[tuple[ResolvedVersion, MessageFacts]],
+                           inference: Optional[Inference] = None) -> Verdict:
+        """The verdict for given fact vectors of the versions in force (no record needed).
+
+        The what-if exhaustive mode judges points of the finite fact space
+        through this, so it shares completions and combination with `judge`."""
+        refs = [PolicyRef(policy=v.family, version=v.id) for v, _ in per_version]
+        if not per_version:
+            return Verdict(message_id=message_id, evaluated_at=instant,
+                           outcome=Outcome.no_policy, policies=[], findings=[])
         # An uncertain category is unknown among the classifier's candidates only.
         restricted = {"category": inference.uncertain_candidates} if inference and inference.uncertain_candidates else {}
         unknown: dict[str, tuple] = {}
@@ -181,9 +193,9 @@ class Judge:
                     hits.add(_Hit((version.family, version.id, rule_id), version, version.rule_index[rule_id]))
             completions.append((assignment, hits))
 
-        return self._combine(message, instant, refs, per_version, unknown, completions, inference)
+        return self._combine(message_id, instant, refs, per_version, unknown, completions, inference)
 
-    def _combine(self, message, instant, refs, per_version, unknown, completions, inference=None) -> Verdict:
+    def _combine(self, message_id, instant, refs, per_version, unknown, completions, inference=None) -> Verdict:
         all_hits = set().union(*(h for _, h in completions))
         definite = set.intersection(*(h for _, h in completions)) if completions else set()
         possible = all_hits - definite
@@ -219,7 +231,7 @@ class Judge:
             ))
         if inference is not None:
             findings = self._inference_findings(inference, completions, outcome_of) + findings
-        return Verdict(message_id=message.message_id, evaluated_at=instant, outcome=outcome,
+        return Verdict(message_id=message_id, evaluated_at=instant, outcome=outcome,
                        policies=refs, findings=findings)
 
     @staticmethod

@@ -143,18 +143,22 @@ class FamilyFile(_Strict):
     alternatives: list[Alternative] = Field(default_factory=list)
 
 
-class Overlay(_Strict):
-    """A draft: changes to shipped families in the same format as alternatives."""
-
-    title: str = ""
-    description: str = ""
-    families: dict[str, FamilyPatch]
-
-
 class Source(_Strict):
     title: str
     url: Optional[str] = None
     note: str = ""
+
+
+class Overlay(_Strict):
+    """A draft: changes to shipped families in the same format as alternatives.
+
+    ``sources`` may add source keys that the draft's rules cite; a key already
+    in sources.yaml cannot be redefined."""
+
+    title: str = ""
+    description: str = ""
+    sources: dict[str, Source] = Field(default_factory=dict)
+    families: dict[str, FamilyPatch] = Field(min_length=1)
 
 
 # ---- resolved objects -----------------------------------------------------
@@ -301,6 +305,8 @@ def read_yaml(path: Path) -> Any:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError(path, f"not valid YAML: {exc}") from None
+    except ValueError as exc:  # e.g. an impossible date such as 2020-12-40, which YAML reads as a date
+        raise PolicyError(path, f"not valid YAML: {exc}") from None
 
 
 def default_policies_dir() -> Path:
@@ -339,7 +345,27 @@ def load_policies(
     return _build(raw, tuple(alternatives), tuple(Path(o) for o in overlays))
 
 
+_RAW_CACHE: dict[tuple, _RawSet] = {}
+
+
 def _read_raw(root: Path) -> _RawSet:
+    """The parsed files of a policies directory, re-read only when a file changed (size or mtime):
+    a what-if loads the same directory once per side, and YAML parsing dominates loading."""
+    stamp = []
+    for f in sorted(root.glob("*.yaml")) + sorted(root.glob("*/*.yaml")):
+        st = f.stat()
+        stamp.append((str(f), st.st_mtime_ns, st.st_size))
+    key = (str(root.resolve()), tuple(stamp))
+    raw = _RAW_CACHE.get(key)
+    if raw is None:
+        raw = _read_raw_files(root)
+        if len(_RAW_CACHE) > 16:
+            _RAW_CACHE.clear()
+        _RAW_CACHE[key] = raw
+    return copy.deepcopy(raw)
+
+
+def _read_raw_files(root: Path) -> _RawSet:
     sources_doc = read_yaml(root / "sources.yaml")
     markets_doc = read_yaml(root / "marketplaces.yaml")
     families: dict[str, _RawFamily] = {}
@@ -396,20 +422,40 @@ def _build(raw: _RawSet, alternatives: tuple[str, ...], overlays: tuple[Path, ..
             raise PolicyError(raw.root, f"unknown alternative {name!r}; known: {', '.join(sorted(known_alts)) or 'none'}")
         fid, alt = known_alts[name]
         _apply_patch(families_raw[fid], alt.changes, f"{family_files[fid].id} alternative {name}")
+    # Which overlay last touched each family, so that an error found while
+    # resolving a patched family names the draft that caused it.
+    patched_by: dict[str, Path] = {}
     for path in overlays:
-        overlay = _validate(Overlay, read_yaml(path), path)
+        doc = read_yaml(path)
+        if not isinstance(doc, dict):
+            raise PolicyError(path, "an overlay is a mapping with a 'families' key", field="families")
+        overlay = _validate(Overlay, doc, path)
+        for key in overlay.sources:
+            if key in sources:
+                raise PolicyError(path, f"source {key!r} is already defined in sources.yaml", field=f"sources.{key}")
+        sources = {**sources, **overlay.sources}
         for fid, patch in overlay.families.items():
             if fid not in families_raw:
-                raise PolicyError(path, f"unknown family {fid!r}", field=f"families.{fid}")
-            _apply_patch(families_raw[fid], patch, str(path))
+                known = ", ".join(sorted(families_raw))
+                raise PolicyError(path, f"unknown family {fid!r}; known: {known}", field=f"families.{fid}")
+            _apply_patch(families_raw[fid], patch, "overlay", source=path,
+                         field_prefix=f"families.{fid}.")
+            patched_by[fid] = path
 
     families = {}
     for fid, fam in families_raw.items():
         ffile = family_files[fid]
         for key in ffile.sources:
             _check_source(key, sources, fam.path, None)
-        versions = [_resolve_version(fam, vid, ffile, sources, markets) for vid in fam.versions]
-        _assign_intervals(versions, fam)
+        try:
+            versions = [_resolve_version(fam, vid, ffile, sources, markets) for vid in fam.versions]
+            _assign_intervals(versions, fam)
+        except PolicyError as exc:
+            if fid not in patched_by:
+                raise
+            # The shipped files are valid on their own: the overlay made this version invalid.
+            raise PolicyError(patched_by[fid], f"{exc.message} (in {fid} as changed by this overlay; "
+                              f"location {Path(exc.file).name})", rule=exc.rule, field=exc.field) from None
         families[fid] = Family(ffile, str(fam.path), versions)
     from .classifier.config import load_classifier_config  # here: the classifier package imports this module
 
@@ -450,24 +496,32 @@ def _merge_rules(base: list, changes: list, file, what: str) -> list:
     return merged
 
 
-def _apply_patch(fam: _RawFamily, patch: FamilyPatch, what: str) -> None:
+def _apply_patch(fam: _RawFamily, patch: FamilyPatch, what: str, source: Optional[Path] = None,
+                 field_prefix: str = "") -> None:
+    """Apply an alternative's or an overlay's changes; errors name `source` (default: the family file)."""
+    where = source if source is not None else fam.path
+    known = lambda: ", ".join(sorted(fam.versions))  # noqa: E731
     for vid in patch.remove_versions:
         if vid not in fam.versions:
-            raise PolicyError(fam.path, f"{what}: cannot remove unknown version {vid!r}", field="remove_versions")
+            raise PolicyError(where, f"{what}: cannot remove unknown version {vid!r}; known: {known()}",
+                              field=f"{field_prefix}remove_versions")
         del fam.versions[vid]
     for vid, vpatch in patch.versions.items():
         if vid not in fam.versions:
-            raise PolicyError(fam.path, f"{what}: unknown version {vid!r}", field=f"versions.{vid}")
+            raise PolicyError(where, f"{what}: unknown version {vid!r}; known: {known()}",
+                              field=f"{field_prefix}versions.{vid}")
         file, doc = fam.versions[vid]
-        fam.versions[vid] = (file, _patch_version(doc, vpatch, file, what))
-    for doc in patch.add_versions:
+        fam.versions[vid] = (file, _patch_version(doc, vpatch, source or file, what,
+                                                   f"{field_prefix}versions.{vid}."))
+    for i, doc in enumerate(patch.add_versions):
         vid = doc.get("id") if isinstance(doc, dict) else None
         if not isinstance(vid, str) or vid in fam.versions:
-            raise PolicyError(fam.path, f"{what}: an added version needs a new string 'id' (got {vid!r})", field="add_versions")
-        fam.versions[vid] = (Path(f"{fam.path.parent}/<{what}>"), copy.deepcopy(doc))
+            raise PolicyError(where, f"{what}: an added version needs a new string 'id' (got {vid!r})",
+                              field=f"{field_prefix}add_versions.{i}")
+        fam.versions[vid] = (source or Path(f"{fam.path.parent}/<{what}>"), copy.deepcopy(doc))
 
 
-def _patch_version(doc: dict, patch: VersionPatch, file, what: str) -> dict:
+def _patch_version(doc: dict, patch: VersionPatch, file, what: str, field_prefix: str = "") -> dict:
     doc = copy.deepcopy(doc)
     for name, value in patch.model_dump(exclude_none=True).items():
         if name in ("parameters", "detectors", "predicates"):
@@ -477,6 +531,10 @@ def _patch_version(doc: dict, patch: VersionPatch, file, what: str) -> dict:
             for cat, attrs in value.items():
                 cats[cat] = {**cats.get(cat, {}), **attrs}
         elif name == "rules":
+            for i, change in enumerate(value):
+                if not isinstance(change, dict) or not isinstance(change.get("id"), str):
+                    raise PolicyError(file, f"{what}: every rule entry needs a string 'id'",
+                                      field=f"{field_prefix}rules.{i}.id")
             doc["rules"] = _merge_rules(doc.get("rules", []), value, file, what)
         elif name == "remove_rules":
             doc["remove_rules"] = list(doc.get("remove_rules", [])) + value

@@ -1,0 +1,233 @@
+"""`msgpolicy test CASES.yaml`: users' policy tests (record → expected outcome and rules), like `opa test`.
+
+A cases file::
+
+    defaults:                  # optional, applies to every case
+      on: 2020-11-10           # judge as if sent then (a date or an RFC 3339 instant)
+      variant: alt:NAME        # a side, as in `msgpolicy diff --variant` (on= is not allowed here)
+    cases:
+      - name: review request with an emoji
+        history: [ ...earlier records of the same log... ]   # optional
+        record: { ...the message under test... }
+        on: 2020-11-04         # optional, overrides defaults.on
+        variant: [alt:guidelines-from-2020-11-06, overlay:draft.yaml]  # optional
+        expect:
+          outcome: violation
+          rules: [CG2020-STYLE-EMOJI]     # exactly these rules have findings (ids or policy/id)
+          # or rules_include / rules_exclude for a partial check
+
+Overlay paths are relative to the cases file. The file is validated (pydantic)
+before anything runs; every error names the file, the case and the field.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .evaluate import judge_records
+from .io import InputError, to_record
+from .model import Message, Outcome
+from .policyfile import PolicyError, PolicySet, read_yaml
+from .whatif import _SPLIT, Side, SideError, parse_side, parse_when
+
+
+class CasesError(Exception):
+    """The cases file is unreadable or invalid; str() names file, case and field."""
+
+    def __init__(self, file, message: str, case: Optional[str] = None, field: Optional[str] = None):
+        self.file, self.case, self.field, self.message = str(file), case, field, message
+        where = [self.file] + ([f"case {case}"] if case else []) + ([f"field '{field}'"] if field else [])
+        super().__init__(": ".join(where) + ": " + message)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+SideSpec = Union[str, list[str]]
+
+
+def _check_on(value):
+    # a plain Python ValueError raised inside pydantic would escape as itself, not as a validation error
+    if value is None or isinstance(value, (dt.date, dt.datetime)):
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            raise ValueError("a timestamp needs a UTC offset")
+        return value
+    try:
+        return parse_when(str(value))
+    except SideError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class Expect(_Strict):
+    outcome: Optional[Outcome] = None
+    rules: Optional[list[str]] = None
+    rules_include: list[str] = Field(default_factory=list)
+    rules_exclude: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.outcome is None and self.rules is None and not self.rules_include and not self.rules_exclude:
+            raise ValueError("expect needs at least one of outcome, rules, rules_include, rules_exclude")
+        return self
+
+
+class Case(_Strict):
+    name: Optional[str] = None
+    record: dict[str, Any]
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    on: Optional[Any] = None
+    variant: Optional[SideSpec] = None
+    expect: Expect
+
+    _check = field_validator("on")(classmethod(lambda cls, v: _check_on(v)))
+
+
+class Defaults(_Strict):
+    on: Optional[Any] = None
+    variant: Optional[SideSpec] = None
+
+    _check = field_validator("on")(classmethod(lambda cls, v: _check_on(v)))
+
+
+class CasesFile(_Strict):
+    defaults: Defaults = Field(default_factory=Defaults)
+    cases: list[Case] = Field(min_length=1)
+
+
+@dataclass
+class CaseResult:
+    name: str
+    passed: bool
+    expected: dict
+    got: dict
+    problems: list[str] = field(default_factory=list)
+    side: str = "shipped"
+
+
+def _case_name(doc, i: int) -> str:
+    cases = doc.get("cases") if isinstance(doc, dict) else None
+    if isinstance(cases, list) and i < len(cases) and isinstance(cases[i], dict) and isinstance(cases[i].get("name"), str):
+        return cases[i]["name"]
+    return f"#{i + 1}"
+
+
+def load_cases(path: Union[str, Path]) -> CasesFile:
+    path = Path(path)
+    try:
+        doc = read_yaml(path)
+    except PolicyError as exc:
+        raise CasesError(path, exc.message) from None
+    if not isinstance(doc, dict):
+        raise CasesError(path, "a cases file is a mapping with a 'cases' list", field="cases")
+    # YAML 1.1 reads an unquoted key `on` as the boolean true: take it back as "on".
+    for mapping in [doc.get("defaults")] + list(doc.get("cases") or []):
+        if isinstance(mapping, dict) and True in mapping and "on" not in mapping:
+            mapping["on"] = mapping.pop(True)
+    try:
+        return CasesFile.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        case = None
+        if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
+            case = _case_name(doc, loc[1])
+            loc = loc[2:]
+        where = ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        raise CasesError(path, msg, case=case, field=where or None) from None
+
+
+def _side(spec: Optional[SideSpec], base: Path, file, case: str, field_name: str) -> Side:
+    if spec is None:
+        return Side()
+    resolved = []
+    for item in ([spec] if isinstance(spec, str) else list(spec)):
+        for part in (p.strip() for p in _SPLIT.split(item)):
+            if part.startswith(("on:", "on=")):
+                raise CasesError(file, "give the date as the case's 'on' field, not in the variant",
+                                 case=case, field=field_name)
+            if part.startswith(("overlay:", "overlay=")) and not Path(part[8:]).is_absolute():
+                part = "overlay:" + str(base / part[8:])  # relative to the cases file
+            resolved.append(part)
+    try:
+        return parse_side(resolved, option=field_name)
+    except SideError as exc:
+        raise CasesError(file, str(exc), case=case, field=field_name) from None
+
+
+def _rule_matches(wanted: str, found: set[tuple[str, str]]) -> bool:
+    if "/" in wanted:
+        return tuple(wanted.split("/", 1)) in found
+    return any(r == wanted for _, r in found)
+
+
+def run_cases(path: Union[str, Path], policies_root=None) -> list[CaseResult]:
+    """Validate the whole file, then judge every case; raises CasesError/PolicyError on bad input."""
+    path = Path(path)
+    cases = load_cases(path)
+    base = path.parent
+    loaded: dict[tuple, PolicySet] = {}
+    prepared = []
+    for i, case in enumerate(cases.cases):
+        name = case.name or f"#{i + 1}"
+        spec = case.variant if case.variant is not None else cases.defaults.variant
+        side = _side(spec, base, path, name, "variant")
+        key = (side.alternatives, side.overlays)
+        if key not in loaded:
+            try:
+                loaded[key] = side.load(policies_root)
+            except PolicyError as exc:
+                raise CasesError(path, f"variant {side.label}: {exc}", case=name, field="variant") from None
+        records = []
+        for where, data in [(f"history.{j}", h) for j, h in enumerate(case.history)] + [("record", case.record)]:
+            data = dict(data)
+            if where == "record":
+                data.setdefault("message_id", name)
+            rec = to_record(data, str(path), None)
+            if isinstance(rec, InputError):
+                sub = f".{rec.field}" if rec.field else ""
+                raise CasesError(path, rec.reason, case=name, field=where + sub)
+            if isinstance(rec, Message) and rec.marketplace not in loaded[key].marketplaces:
+                raise CasesError(path, f"unknown marketplace {rec.marketplace!r}", case=name, field=f"{where}.marketplace")
+            records.append(rec)
+        target = records[-1]
+        if not isinstance(target, Message):
+            raise CasesError(path, "the record under test must be a message", case=name, field="record")
+        ids = [r.message_id for r in records if isinstance(r, Message)]
+        if len(ids) != len(set(ids)):
+            raise CasesError(path, "message_id used twice in this case", case=name, field="history")
+        on = case.on if case.on is not None else cases.defaults.on
+        prepared.append((name, side, loaded[key], records, target.message_id, on, case.expect))
+    results = []
+    for name, side, policies, records, mid, on, expect in prepared:
+        verdict = next(v for v in judge_records(policies, records, at=on) if v.message_id == mid)
+        found = {(f.policy, f.rule) for f in verdict.findings}
+        problems = []
+        if expect.outcome is not None and verdict.outcome != expect.outcome:
+            problems.append(f"outcome {verdict.outcome.value}, expected {expect.outcome.value}")
+        if expect.rules is not None:
+            missing = [r for r in expect.rules if not _rule_matches(r, found)]
+            extra = sorted(f"{p}/{r}" for p, r in found
+                           if not any(w == r or w == f"{p}/{r}" for w in expect.rules))
+            if missing:
+                problems.append(f"missing rules {', '.join(missing)}")
+            if extra:
+                problems.append(f"unexpected rules {', '.join(extra)}")
+        for r in expect.rules_include:
+            if not _rule_matches(r, found):
+                problems.append(f"missing rule {r}")
+        for r in expect.rules_exclude:
+            if _rule_matches(r, found):
+                problems.append(f"rule {r} should not fire")
+        results.append(CaseResult(
+            name=name, passed=not problems, side=side.label,
+            expected=expect.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+            got={"outcome": verdict.outcome.value, "rules": sorted(f"{p}/{r}" for p, r in found),
+                 "evaluated_at": verdict.evaluated_at.isoformat()},
+            problems=problems))
+    return results
