@@ -29,17 +29,12 @@ def _parse_when(value: Optional[str]):
     """--on: a date (judged at local noon in each message's marketplace) or an RFC 3339 instant."""
     if value is None:
         return None
+    from .whatif import SideError, parse_when
+
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        pass
-    try:
-        instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a date (YYYY-MM-DD) nor an RFC 3339 timestamp") from None
-    if instant.tzinfo is None:
-        raise click.BadParameter(f"{value!r} has no UTC offset; give one (e.g. {value}-07:00) or a date alone")
-    return instant
+        return parse_when(value)
+    except SideError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def common_options(func):
