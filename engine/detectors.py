@@ -22,6 +22,16 @@ from .prefilter import INDEX as _LITERALS, fold, required_literals
 TextField = Literal["subject", "body", "text", "html", "links"]
 
 
+def check_regexes(patterns: list[str], label: str) -> list[str]:
+    """Validator body for regex lists in policy data: the first one that fails is named."""
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"{label} {p!r} does not compile (not a valid regular expression): {exc}") from None
+    return patterns
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     description: str = ""
@@ -91,12 +101,7 @@ class PatternDetector(_RegexSpec):
     @field_validator("patterns")
     @classmethod
     def _compiles(cls, patterns):
-        for p in patterns:
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"pattern {p!r} is not a valid regular expression: {exc}") from None
-        return patterns
+        return check_regexes(patterns, "pattern")
 
     def _alternative_patterns(self) -> list[str]:
         return list(self.patterns)

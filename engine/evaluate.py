@@ -134,15 +134,18 @@ class Judge:
     def judge(self, message: Message, at: When = None, record: bool = True) -> Verdict:
         """The verdict for one message given the history so far; then remember it."""
         instant = self.instant_for(message, at)
-        effective, inference = self.infer(message, in_force(self.policies, instant, message.marketplace))
+        versions = in_force(self.policies, instant, message.marketplace)
+        effective, inference = self.infer(message, versions)
         try:
-            return self._judge(effective, instant, inference)
+            return self._judge(effective, instant, inference, versions)
         finally:
             if record:
                 self.history.record(effective, inference.uncertain_candidates if inference else ())
 
-    def _judge(self, message: Message, instant: dt.datetime, inference: Optional[Inference] = None) -> Verdict:
-        versions = in_force(self.policies, instant, message.marketplace)
+    def _judge(self, message: Message, instant: dt.datetime, inference: Optional[Inference] = None,
+               versions=None) -> Verdict:
+        if versions is None:
+            versions = in_force(self.policies, instant, message.marketplace)
         if not versions:
             return Verdict(message_id=message.message_id, evaluated_at=instant,
                            outcome=Outcome.no_policy, policies=[], findings=[])

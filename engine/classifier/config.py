@@ -16,6 +16,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..detectors import check_regexes
 from ..model import AttachmentKind, Category, Channel
 from ..policyfile import PolicyError, _validate, read_yaml
 
@@ -54,12 +55,7 @@ class TermGroup(BaseModel):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, patterns):
-        for p in patterns:
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"regex {p!r} does not compile: {exc}") from None
-        return patterns
+        return check_regexes(patterns, "regex")
 
     @property
     def phrases(self) -> dict[str, list[str]]:
