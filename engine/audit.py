@@ -17,12 +17,15 @@ Design (see also `msgpolicy audit --help`):
 * **Bounded memory.** The history keeps per-buyer opt-out state, buyer
   messages (for reply quoting) and per-order/per-buyer prior counts. Buyer
   messages, prior counts and the per-buyer out-of-order watermark not touched
-  for `history_days` of log time (default 400) are forgotten, judged at the
-  message's own time so the result never depends on when a sweep ran; so
-  memory follows the orders/threads active within that horizon, not the
-  length of the log. Opt-out state is never forgotten (one entry per buyer
-  that has events). The one deviation from `check`: a reply to a buyer
-  message, or a prior count on an order, idle longer than the horizon. Duplicate message_ids are caught with 64-bit
+  for `history_days` of *log time* (default 400) are forgotten. Log time is the
+  latest timestamp read so far in the stream, every line counted (see
+  `log_time`), so every worker has the same clock at the same line and a
+  sweep never removes state a later check would still see: results do not
+  depend on `jobs` nor on when sweeps run. Memory follows the orders/threads
+  active within the horizon, not the length of the log. Opt-out state is
+  never forgotten (one entry per buyer that has events). The one deviation
+  from `check`: a reply to a buyer message, or a prior count on an order,
+  idle longer than the horizon. Duplicate message_ids are caught with 64-bit
   hashes held in sorted arrays (8 bytes an id).
 * **Parallelism** (`jobs`): forked worker processes; every worker reads the whole
   stream but validates and judges only the records whose buyer_id hashes to
@@ -185,21 +188,21 @@ class BoundedHistory(History):
         self.touched: OrderedDict[tuple, float] = OrderedDict()  # (kind, key) → last use (epoch s)
         self.events: dict[str, tuple[float, bool, Optional[bool]]] = {}  # buyer → (at, state, state before)
         self.last_seen: dict[str, float] = {}  # buyer → latest instant applied
-        self.clock = float("-inf")
+        self.clock = float("-inf")  # log time: advanced by the reader for every line (`log_time`)
         self._since_sweep = 0
 
     def _touch(self, kind: str, key: str, when: float) -> None:
         k = (kind, key)
         old = self.touched.pop(k, None)
         self.touched[k] = when if old is None or when > old else old
-        if when > self.clock:
-            self.clock = when
         self._since_sweep += 1
         if self._since_sweep >= 4096:
             self._since_sweep = 0
             self.sweep()
 
     def sweep(self) -> None:
+        # Entries are in touch order, but an out-of-order touch stores an older time, so
+        # the front is only roughly the oldest: stopping early just frees less memory.
         limit = self.clock - self.horizon
         touched = self.touched
         while touched:
@@ -209,15 +212,17 @@ class BoundedHistory(History):
             del touched[(kind, key)]
             self._purge(kind, key)
 
-    def _alive(self, kind: str, key: str, when: float) -> bool:
-        """Whether (kind, key) has state younger than the horizon at `when`; purge it if not.
+    def _alive(self, kind: str, key: str) -> bool:
+        """Whether (kind, key) has state used within the horizon of log time; purge it if not.
 
-        Expiry is judged at the message's own time, so it does not depend on
-        when sweeps run (nor on --jobs)."""
+        Judged against the log clock, which only grows and is the same in every
+        worker at a given line, so the answer does not depend on when sweeps
+        ran nor on --jobs. An out-of-order message sees the history as the log
+        clock leaves it."""
         last = self.touched.get((kind, key))
         if last is None:
             return False
-        if last < when - self.horizon:
+        if last < self.clock - self.horizon:
             del self.touched[(kind, key)]
             self._purge(kind, key)
             return False
@@ -236,7 +241,7 @@ class BoundedHistory(History):
                 self.possible.pop((i, key), None)
 
     def is_out_of_order(self, buyer_id: str, when: float) -> bool:
-        if not self._alive("buyer", buyer_id, when):
+        if not self._alive("buyer", buyer_id):
             return False
         last = self.last_seen.get(buyer_id)
         return last is not None and when < last
@@ -248,7 +253,7 @@ class BoundedHistory(History):
 
     def apply_event(self, event: BuyerEvent) -> None:
         when = event.at.timestamp()
-        self._alive("buyer", event.buyer_id, when)
+        self._alive("buyer", event.buyer_id)
         previous = self.opt_state.get(event.buyer_id)
         state = event.type == "buyer_opt_out"
         self.events[event.buyer_id] = (when, state, previous)
@@ -266,24 +271,24 @@ class BoundedHistory(History):
 
     def quotes_buyer_message(self, message: Message) -> Optional[bool]:
         if message.reply_to is not None:
-            self._alive("msg", message.reply_to, message.sent_at.timestamp())
+            self._alive("msg", message.reply_to)
         return super().quotes_buyer_message(message)
 
     def prior_count(self, spec, message: Message) -> tuple[int, str, int]:
         key = message.order_id if spec.scope == "order" else message.buyer_id
-        self._alive("count", key, message.sent_at.timestamp())
+        self._alive("count", key)
         return super().prior_count(spec, message)
 
     def record(self, message: Message, candidates: tuple[str, ...] = ()) -> None:
         when = message.sent_at.timestamp()
-        self._alive("buyer", message.buyer_id, when)
+        self._alive("buyer", message.buyer_id)
         counted = ()
         if message.initiated_by is not InitiatedBy.buyer:
             counted = [message.order_id if spec.scope == "order" else message.buyer_id
                        for spec in self.prior_detectors
                        if spec.counts(message) or (candidates and spec.might_count(message, candidates))]
             for key in counted:
-                self._alive("count", key, when)
+                self._alive("count", key)
         super().record(message, candidates)
         self._seen(message.buyer_id, when)
         if message.initiated_by is InitiatedBy.buyer:
@@ -513,6 +518,7 @@ class AuditConfig:
     results: Optional[Path] = None  # where the merged results go (format by suffix)
     rejects: Optional[Path] = None
     mapping: Optional[ColumnMap] = None  # a tool export's column map (--map)
+    started: Optional[float] = None  # epoch s; log times after it are ignored (set once, before forking)
 
 
 def _mapped(obj: dict, mapping) -> dict:
@@ -527,6 +533,37 @@ def _mapped(obj: dict, mapping) -> dict:
             except orjson.JSONDecodeError:
                 pass  # validation names the column
     return data
+
+
+def log_time(obj, not_after: float) -> Optional[float]:
+    """The line's contribution to the log clock: its sent_at (a message) or at (an event)
+    as epoch seconds, read cheaply and the same way in every worker, valid or not.
+
+    Only ISO 8601 with an offset and epoch numbers count; times after `not_after`
+    (the audit's start) do not, so one record dated in the future cannot make
+    the whole history expire."""
+    if not isinstance(obj, dict):
+        return None
+    value = obj.get("sent_at")
+    if value is None:
+        value = obj.get("at")
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            try:
+                t = float(value)
+            except ValueError:
+                return None
+        else:
+            if parsed.tzinfo is None:
+                return None
+            t = parsed.timestamp()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        t = float(value)
+    else:
+        return None
+    return t if t <= not_after else None
 
 
 def _owner(obj, line_key: int, jobs: int) -> int:
@@ -556,6 +593,7 @@ def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Su
     jobs = cfg.jobs
     dumps = orjson.dumps
     mapping = cfg.mapping
+    not_after = cfg.started if cfg.started is not None else dt.datetime.now(dt.timezone.utc).timestamp()
     done_bytes = 0
     for file_index, path in enumerate(cfg.paths):
         source = str(path)
@@ -569,6 +607,9 @@ def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Su
                 continue
             if mapping is not None and isinstance(obj, dict):
                 obj = _mapped(obj, mapping)  # before routing: the map may name the buyer_id column
+            t = log_time(obj, not_after)
+            if t is not None and t > history.clock:
+                history.clock = t
             owner = _owner(obj, line, jobs)
             mine = owner == worker
             # Duplicate ids: every worker sees every id, so all agree on which line is a duplicate.
@@ -730,6 +771,8 @@ def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None
     """Run the audit; results (if cfg.results) and rejects (if cfg.rejects) are written."""
     jobs = max(1, int(cfg.jobs))
     cfg.jobs = jobs
+    if cfg.started is None:
+        cfg.started = dt.datetime.now(dt.timezone.utc).timestamp()
     tmp = tempfile.mkdtemp(prefix="msgpolicy-audit-")
     res_parts = [Path(tmp) / f"results.{w}" for w in range(jobs)]
     rej_parts = [Path(tmp) / f"rejects.{w}" for w in range(jobs)]

@@ -181,3 +181,53 @@ def test_a_failing_audit_exits_2_not_1(log, tmp_path, monkeypatch):
     monkeypatch.setattr(A, "audit", boom)
     r = CliRunner().invoke(main, ["audit", str(log)])
     assert r.exit_code == 2 and "audit error" in r.output
+
+
+def _buyers_owned_by(worker: int, n: int, jobs: int = 2) -> list[str]:
+    import zlib
+
+    out, i = [], 0
+    while len(out) < n:
+        name = f"B{i:06d}"
+        if zlib.crc32(name.encode()) % jobs == worker:
+            out.append(name)
+        i += 1
+    return out
+
+
+@pytest.mark.parametrize("history_days, flagged", [(400, False), (5000, True)])
+def test_history_expiry_follows_the_log_clock_whatever_the_jobs(tmp_path, history_days, flagged):
+    # One buyer's message in 2021, then 5,000 messages of buyers that another worker owns in
+    # 2023 (enough touches for sweeps), then the first buyer again, dated 2017 (out of order).
+    # Expiry is judged against the log clock (2023), in one worker or two alike.
+    (first,), others = _buyers_owned_by(0, 1), _buyers_owned_by(1, 50)
+    def msg(mid, buyer, when):
+        return {"message_id": mid, "order_id": f"o-{mid}", "buyer_id": buyer, "sent_at": when,
+                "marketplace": "US", "category": "invoice", "buyer_opted_out": False}
+    lines = [msg("m0", first, "2021-01-30T10:00:00+00:00")]
+    lines += [msg(f"x{i}", others[i % 50], f"2023-01-{1 + i % 28:02d}T10:00:00+00:00") for i in range(5000)]
+    lines.append(msg("late", first, "2017-03-28T10:00:00+00:00"))
+    path = tmp_path / "l.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(l) + b"\n" for l in lines))
+    outs = {}
+    for jobs in (1, 2):
+        res = tmp_path / f"r{jobs}.jsonl"
+        r = _run([path, "--results", res, "--jobs", jobs, "--history-days", history_days])
+        assert r.exit_code in (0, 1), r.output  # 1: some verdict is not clean
+        outs[jobs] = res.read_bytes()
+    assert outs[1] == outs[2]
+    last = orjson.loads(outs[1].splitlines()[-1])
+    assert last["message_id"] == "late" and bool(last.get("out_of_order")) is flagged
+
+
+def test_log_time_reads_offsets_and_epochs_and_ignores_the_future():
+    from engine.audit import log_time
+
+    now = 2_000_000_000.0
+    assert log_time({"sent_at": "2021-01-30T10:00:00+00:00"}, now) == 1612000800.0
+    assert log_time({"at": "2021-01-30T10:00:00Z"}, now) == 1612000800.0
+    assert log_time({"sent_at": "1490700000"}, now) == 1490700000.0
+    assert log_time({"sent_at": 1490700000}, now) == 1490700000.0
+    assert log_time({"sent_at": "2021-01-30T10:00:00"}, now) is None  # naive: no instant
+    assert log_time({"sent_at": "2099-01-01T00:00:00+00:00"}, now) is None  # future
+    assert log_time({"sent_at": True}, now) is None and log_time([1], now) is None
