@@ -331,23 +331,24 @@ class AuditJudge(Judge):
             if not versions:
                 return instant, _NO_POLICY
             per_version = self.facts(effective, versions)
-            if inference is not None:
-                # Inferred category/language findings quote the message: decided per message.
-                verdict = self.decide(effective, instant, versions, per_version, inference)
-                data = verdict_dict(verdict)
-                del data["message_id"], data["evaluated_at"]
-                return instant, (orjson.dumps(data)[1:], verdict.outcome,
-                                 tuple((p.policy, p.version) for p in verdict.policies),
-                                 tuple((f.outcome.value, f.policy, f.version, f.rule) for f in verdict.findings))
-            key = tuple((v.content_hash, tuple(f.values.values())) for v, f in per_version)
+            # The decision depends on the inference only through the uncertain category's
+            # candidates; the notes on what was inferred quote the message and are rendered per message.
+            candidates = inference.uncertain_candidates if inference is not None else ()
+            key = (tuple((v.content_hash, tuple(f.values.values())) for v, f in per_version), candidates)
             plan = self._verdicts.get(key)
             if plan is None:
-                plan = _Plan.of(self.decide(message, instant, versions, per_version), versions)
+                verdict, per_candidate = self.decide_rules(message.message_id, instant, per_version, candidates)
+                plan = _Plan.of(verdict, versions, per_candidate)
                 if len(self._verdicts) >= self.VERDICT_CACHE_MAX:
                     self._verdicts.clear()
                 self._verdicts[key] = plan
-            return instant, (plan.render([f.spans for _, f in per_version]), plan.outcome, plan.policies,
-                             plan.finding_keys)
+            spans = [f.spans for _, f in per_version]
+            if inference is None:
+                return instant, (plan.render(spans), plan.outcome, plan.policies, plan.finding_keys)
+            notes = self._inference_findings(inference, plan.per_candidate)
+            return instant, (plan.render(spans, notes), plan.outcome, plan.policies,
+                             tuple((f.outcome.value, f.policy, f.version, f.rule) for f in notes)
+                             + plan.finding_keys)
         finally:
             self.history.record(effective, inference.uncertain_candidates if inference else ())
 
@@ -370,9 +371,10 @@ class _Plan:
     finding_keys: tuple  # (outcome, policy, version, rule) for the summary
     head: bytes  # '"outcome":…,"findings":['
     findings: tuple  # (JSON of the finding without evidence and closing brace, version index, evidence facts)
+    per_candidate: dict  # an uncertain category's candidates → the outcome each gives
 
     @classmethod
-    def of(cls, verdict: Verdict, versions) -> "_Plan":
+    def of(cls, verdict: Verdict, versions, per_candidate: dict) -> "_Plan":
         from .cli import _finding_json
 
         index = {(v.family, v.id): i for i, v in enumerate(versions)}
@@ -387,14 +389,21 @@ class _Plan:
                              "policies": [{"policy": p.policy, "version": p.version} for p in verdict.policies]})
         return cls(verdict.outcome, tuple((p.policy, p.version) for p in verdict.policies),
                    tuple((f.outcome.value, f.policy, f.version, f.rule) for f in verdict.findings),
-                   head[1:-1] + b',"findings":[', tuple(findings))
+                   head[1:-1] + b',"findings":[', tuple(findings), per_candidate)
 
-    def render(self, spans: list[dict]) -> bytes:
-        """The result line's tail (after the header's comma) with this message's evidence."""
+    def render(self, spans: list[dict], notes=()) -> bytes:
+        """The result line's tail (after the header's comma) with this message's evidence,
+        after `notes`, its own findings on what was inferred."""
+        from .cli import _finding_json
+
         parts = [self.head]
         dumps = orjson.dumps
-        for n, (body, i, names) in enumerate(self.findings):
+        for n, note in enumerate(notes):
             if n:
+                parts.append(b",")
+            parts.append(dumps(_finding_json(note)))
+        for n, (body, i, names) in enumerate(self.findings):
+            if n or notes:
                 parts.append(b",")
             parts.append(body)
             own = spans[i]
@@ -767,12 +776,25 @@ def _worker_main(policies, cfg, worker, res_path, rej_path, counter, conn):
     os._exit(0)
 
 
+def _preload_language_models(policies) -> None:
+    """Load the language models once, before forking, when some version reads the language."""
+    classifier = getattr(policies, "classifier", None)
+    if classifier is None:
+        return
+    if not any(v.reads_language for f in policies.families.values() for v in f.versions):
+        return
+    from .classifier.language import preload
+
+    preload(tuple(classifier.settings.language_detection.languages))
+
+
 def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None]] = None) -> AuditResult:
     """Run the audit; results (if cfg.results) and rejects (if cfg.rejects) are written."""
     jobs = max(1, int(cfg.jobs))
     cfg.jobs = jobs
     if cfg.started is None:
         cfg.started = dt.datetime.now(dt.timezone.utc).timestamp()
+    _preload_language_models(policies)
     tmp = tempfile.mkdtemp(prefix="msgpolicy-audit-")
     res_parts = [Path(tmp) / f"results.{w}" for w in range(jobs)]
     rej_parts = [Path(tmp) / f"rejects.{w}" for w in range(jobs)]

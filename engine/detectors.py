@@ -60,8 +60,18 @@ class _RegexSpec(_Spec):
         """(alternative, index of its required literals in the prefilter, None if it has none)."""
         return _prefiltered(self._alternative_patterns(), self._flags)
 
+    @cached_property
+    def literal_gate(self) -> Optional[frozenset[int]]:
+        """The prefilter sets of all alternatives, when every alternative has one: if none
+        of them occurs in the message, no alternative can match (one set test, no loop)."""
+        indices = [index for _, index in self.alternatives]
+        return None if any(i is None for i in indices) else frozenset(indices)
+
     def may_match(self, views: "TextViews", texts: Callable[[], list[str]]) -> bool:
         """Whether `regex` matches one of the texts (a view's literal hits prune alternatives)."""
+        gate = self.literal_gate
+        if gate is not None and gate.isdisjoint(views.literal_hits()):
+            return False
         return _any_match(self.alternatives, views, texts)
 
 

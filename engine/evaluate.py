@@ -170,12 +170,26 @@ class Judge:
 
         The what-if exhaustive mode judges points of the finite fact space
         through this, so it shares completions and combination with `judge`."""
+        candidates = inference.uncertain_candidates if inference is not None else ()
+        verdict, per_candidate = self.decide_rules(message_id, instant, per_version, candidates)
+        if inference is None or not per_version:
+            return verdict
+        notes = self._inference_findings(inference, per_candidate)
+        return verdict.model_copy(update={"findings": notes + verdict.findings})
+
+    def decide_rules(self, message_id: str, instant: dt.datetime,
+                     per_version: list[tuple[ResolvedVersion, MessageFacts]],
+                     candidates: tuple[str, ...] = ()) -> tuple[Verdict, dict[str, Outcome]]:
+        """The verdict from the policies' rules alone, and the outcome each candidate
+        category gives. It depends on the inference only through `candidates`, the
+        uncertain category's plausible values; the notes saying what was inferred
+        are added by `verdict_from_facts` (the audit renders them per message)."""
         refs = [PolicyRef(policy=v.family, version=v.id) for v, _ in per_version]
         if not per_version:
             return Verdict(message_id=message_id, evaluated_at=instant,
-                           outcome=Outcome.no_policy, policies=[], findings=[])
+                           outcome=Outcome.no_policy, policies=[], findings=[]), {}
         # An uncertain category is unknown among the classifier's candidates only.
-        restricted = {"category": inference.uncertain_candidates} if inference and inference.uncertain_candidates else {}
+        restricted = {"category": candidates} if candidates else {}
         unknown: dict[str, tuple] = {}
         for version, facts in per_version:
             for name, value in facts.values.items():
@@ -196,9 +210,10 @@ class Judge:
                     hits.add(_Hit((version.family, version.id, rule_id), version, version.rule_index[rule_id]))
             completions.append((assignment, hits))
 
-        return self._combine(message_id, instant, refs, per_version, unknown, completions, inference)
+        return self._combine(message_id, instant, refs, per_version, unknown, completions, candidates)
 
-    def _combine(self, message_id, instant, refs, per_version, unknown, completions, inference=None) -> Verdict:
+    def _combine(self, message_id, instant, refs, per_version, unknown, completions,
+                 candidates=()) -> tuple[Verdict, dict[str, Outcome]]:
         all_hits = set().union(*(h for _, h in completions))
         definite = set.intersection(*(h for _, h in completions)) if completions else set()
         possible = all_hits - definite
@@ -232,15 +247,18 @@ class Judge:
                 rule=rule.id, policy=hit.version.family, version=hit.version.id, outcome=level,
                 reason=reason, sources=list(rule.sources), evidence=evidence,
             ))
-        if inference is not None:
-            findings = self._inference_findings(inference, completions, outcome_of) + findings
+        per_candidate = {}
+        for name in candidates:
+            given = {outcome_of(h) for a, h in completions if a.get("category") == name}
+            per_candidate[name] = given.pop() if len(given) == 1 else Outcome.indeterminate
         return Verdict(message_id=message_id, evaluated_at=instant, outcome=outcome,
-                       policies=refs, findings=findings)
+                       policies=refs, findings=findings), per_candidate
 
     @staticmethod
-    def _inference_findings(inference: Inference, completions, outcome_of) -> list[Finding]:
+    def _inference_findings(inference: Inference, per_candidate: dict[str, Outcome]) -> list[Finding]:
         """Notes saying what was inferred and how; an uncertain category that
-        decides the outcome lists each candidate with the outcome it gives."""
+        decides the outcome lists each candidate with the outcome it gives
+        (`per_candidate`, from `decide_rules`)."""
         def note(rule, level, reason, evidence):
             return Finding(rule=rule, policy=CLASSIFIER_POLICY, version=inference.label, outcome=level,
                            reason=reason, sources=list(inference.sources), evidence=evidence)
@@ -254,10 +272,6 @@ class Judge:
                                 f"category inferred as {c.category} (confidence {c.confidence:.2f}; evidence: {phrases})",
                                 {"category": c.category, "confidence": f"{c.confidence:.2f}", "evidence": phrases}))
             else:
-                per_candidate = {}
-                for name, _ in c.candidates:
-                    outcomes = {outcome_of(h) for a, h in completions if a.get("category") == name}
-                    per_candidate[name] = outcomes.pop() if len(outcomes) == 1 else Outcome.indeterminate
                 listing = "; ".join(f"{name} ({p:.2f}) → {per_candidate[name].value}" for name, p in c.candidates)
                 differ = len(set(per_candidate.values())) > 1
                 if differ:

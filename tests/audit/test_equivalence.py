@@ -7,6 +7,9 @@ bounds its history and splits the log over two workers.
 """
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -16,18 +19,18 @@ from engine.evaluate import judge_records
 from engine.io import InputError, to_record
 from engine.cli import verdict_json
 
-from .gen import write
+from .gen import records, write
+
+CORPUS = Path(__file__).resolve().parents[2] / "policies" / "classifier" / "labelled_corpus.jsonl"
 
 N = 54_000
 
 
-def test_audit_equals_check_path(policies, tmp_path):
-    log = tmp_path / "log.jsonl"
-    write(log, N, seed=2024, malformed=0.03)
+def _assert_audit_equals_check(policies, log, tmp_path, min_judged):
     results, rejects = tmp_path / "r.jsonl", tmp_path / "j.jsonl"
     result = audit(policies, AuditConfig(paths=[log], jobs=2, results=results, rejects=rejects))
     s = result.summary
-    assert s.balanced and s.judged >= 50_000
+    assert s.balanced and s.judged >= min_judged
 
     rejected_lines = {orjson.loads(l)["line"] for l in rejects.read_bytes().splitlines()}
     records, seen = [], set()
@@ -52,3 +55,33 @@ def test_audit_equals_check_path(policies, tmp_path):
     assert len(got) == len(expected) == s.judged
     mismatches = [(a, b) for a, b in zip(got, expected) if a != b]
     assert not mismatches[:3], f"{len(mismatches)} mismatches"
+    return s
+
+
+def test_audit_equals_check_path(policies, tmp_path):
+    log = tmp_path / "log.jsonl"
+    write(log, N, seed=2024, malformed=0.03)
+    _assert_audit_equals_check(policies, log, tmp_path, 50_000)
+
+
+def test_audit_equals_check_path_on_raw_records(policies, tmp_path):
+    """Records without category or language: the audit caches decisions per (fact vector,
+    uncertain candidates) and renders the inference notes per message."""
+    corpus = [orjson.loads(l) for l in CORPUS.read_bytes().splitlines() if l.strip()]
+    rng = random.Random(7)
+    log = tmp_path / "raw.jsonl"
+    with open(log, "wb") as fh:
+        for raw in records(3000, seed=99, start="2019-06-01"):
+            rec = orjson.loads(raw)
+            if "message_id" in rec and rng.random() < 0.6:
+                example = rng.choice(corpus)
+                rec["subject"], rec["body"] = example["subject"], example["body"]
+                if rng.random() < 0.6:
+                    rec.pop("category", None)
+                if rng.random() < 0.7:
+                    rec["buyer_language"] = rng.choice(("en", "de", "fr", "ja"))
+            fh.write(orjson.dumps(rec) + b"\n")
+    s = _assert_audit_equals_check(policies, log, tmp_path, 2000)
+    inferred = {key[3] for key in s.by_rule if key[1] == "classifier"}
+    assert inferred == {"INFER-CATEGORY", "INFER-LANGUAGE"}
+    assert any(key[0] == "indeterminate" and key[3] == "INFER-CATEGORY" for key in s.by_rule)
