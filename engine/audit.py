@@ -57,7 +57,7 @@ import orjson
 
 from . import __version__
 from .conditions import facts_used
-from .evaluate import Judge, When
+from .evaluate import Judge, When, forget_oldest_half
 from .detectors import TextViews
 from .facts import History, facts_for, structural_facts
 from .timeline import in_force_on, marketplace_zone
@@ -142,10 +142,12 @@ def sha256_file(path: Union[str, Path]) -> str:
 class SeenIds:
     """Set of message ids as 64-bit hashes: a small set plus sorted int64 runs.
 
-    A false duplicate needs a 64-bit collision (probability about n²/2⁶⁵,
-    ~3e-6 at 10M ids)."""
+    Runs merge like a log-structured tree (a run merges into the one before it
+    while that one is at most twice its size), so there are O(log n) runs to
+    search and merging copies each id O(log n) times. A false duplicate needs a
+    64-bit collision (probability about n²/2⁶⁵, ~3e-6 at 10M ids)."""
 
-    RUN = 1 << 20
+    RUN = 1 << 18
 
     def __init__(self):
         self.recent: set[int] = set()
@@ -168,9 +170,10 @@ class SeenIds:
         if len(self.recent) >= self.RUN:
             self.runs.append(array("q", sorted(self.recent)))
             self.recent = set()
-            if len(self.runs) >= 6:
-                merged = array("q", heapq.merge(*self.runs))
-                self.runs = [merged]
+            runs = self.runs
+            while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+                newer = runs.pop()
+                runs[-1] = array("q", heapq.merge(runs[-1], newer))
 
 
 # ---- bounded history ----------------------------------------------------------------
@@ -310,7 +313,7 @@ class AuditJudge(Judge):
 
     # -- the audit's fast path ------------------------------------------------------
 
-    VERDICT_CACHE_MAX = 200_000
+    VERDICT_CACHE_MAX = 30_000  # plans (a few KiB each) per worker
 
     def judge_fast(self, message: Message, at: When):
         """(instant, (result JSON bytes without the header, outcome, policies, findings keys))
@@ -340,7 +343,7 @@ class AuditJudge(Judge):
                 verdict, per_candidate = self.decide_rules(message.message_id, instant, per_version, candidates)
                 plan = _Plan.of(verdict, versions, per_candidate)
                 if len(self._verdicts) >= self.VERDICT_CACHE_MAX:
-                    self._verdicts.clear()
+                    forget_oldest_half(self._verdicts)
                 self._verdicts[key] = plan
             spans = [f.spans for _, f in per_version]
             if inference is None:

@@ -27,6 +27,12 @@ Evaluator = Literal["durable", "reference"]
 When = Union[None, dt.date, dt.datetime]
 
 
+def forget_oldest_half(cache: dict) -> None:
+    """Bound a memo: dicts keep insertion order, so the front holds the oldest entries."""
+    for key in list(itertools.islice(cache, len(cache) // 2)):
+        del cache[key]
+
+
 @dataclass(frozen=True)
 class _Hit:
     key: tuple  # (family, version id, rule id): identity across completions
@@ -65,6 +71,8 @@ class Judge:
     sees each distinct vector once; `cache=False` sends every vector to it.
     """
 
+    FIRED_CACHE_MAX = 100_000  # distinct vectors; a long audit must not grow without bound
+
     def __init__(self, policies: PolicySet, evaluator: Evaluator = "durable", cache: bool = True):
         self.policies = policies
         self.evaluator = evaluator
@@ -92,6 +100,8 @@ class Judge:
         key = (version.content_hash, tuple(values[name] for name in version.fact_domains))
         hit = self._cache.get(key)
         if hit is None:
+            if len(self._cache) >= self.FIRED_CACHE_MAX:
+                forget_oldest_half(self._cache)
             hit = self._cache[key] = self._engine(version).fired(values)
         return hit
 

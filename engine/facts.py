@@ -157,8 +157,20 @@ def facts_for(message: Message, history: History, version, base: dict, views: Te
     for name, (key, spec) in version.detectors_used.items():
         result = detector_cache.get(key)
         if result is None:
-            result = detector_cache[key] = run_detector(spec, message, views, history)
+            # Most regex detectors are ruled out by the literal prefilter: one set test
+            # here, instead of a call into run_detector (the same test, done later).
+            # The gate first: a spec's first use registers its literals, which makes
+            # earlier hits stale (literal_hits recomputes them then).
+            gate = getattr(spec, "literal_gate", None)
+            if gate is not None and gate.isdisjoint(views.literal_hits()):
+                result = _NO_MATCH
+            if result is None:
+                result = run_detector(spec, message, views, history)
+            detector_cache[key] = result
         values[name], span = result
         if span:
             spans[name] = span
     return MessageFacts(values, spans)
+
+
+_NO_MATCH = (False, "")

@@ -158,6 +158,10 @@ def test_seen_ids_runs():
         seen.add(k)
     assert all(k in seen for k in keys)
     assert SeenIds.key("other") not in seen
+    # 10 runs of 100 were written; merging keeps each run more than twice the next one.
+    sizes = [len(r) for r in seen.runs]
+    assert sum(sizes) == 1000 and all(a > 2 * b for a, b in zip(sizes, sizes[1:])), sizes
+    assert all(list(r) == sorted(r) for r in seen.runs)
 
 
 def test_on_date_judges_every_message_at_that_date_but_counts_by_month_sent(log, tmp_path):
