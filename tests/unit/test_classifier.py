@@ -98,6 +98,28 @@ def test_evidence_is_quoted_from_the_message(clf):
                 assert e.lower() in text, (row["id"], e)
 
 
+def test_prefiltered_scores_equal_trying_every_phrase(clf):
+    """The scorer's literal prefilter only skips phrases that cannot match: same scores as brute force."""
+    scorer = clf.scorer
+    phrases = {}
+    for category, cv in scorer.vocabulary.categories.items():
+        first = {}  # a label counts once per category
+        for group in cv.terms:
+            for p in [p for ps in group.phrases.values() for p in ps]:
+                first.setdefault(p, (re.compile(phrase_regex(p), re.I), group.weight))
+            for p in group.regex:
+                first.setdefault(p, (re.compile(p, re.I), group.weight))
+        phrases[category.value] = (list(first.values()), cv.signals)
+    for row in read_corpus(CORPUS):
+        item = ClassifierInput.from_corpus(row)
+        text, features = item.text, item.features()
+        fast = scorer.score(text, features)
+        for category, (compiled, signals) in phrases.items():
+            total = sum(w for regex, w in compiled if regex.search(text))
+            total += sum(w for name, w in signals.items() if name in features)
+            assert fast[category].value == pytest.approx(total), (row["id"], category)
+
+
 def test_confident_or_candidates_cover_the_mass(clf):
     for row in read_corpus(CORPUS)[::25]:
         result = clf.classify(ClassifierInput.from_corpus(row))
