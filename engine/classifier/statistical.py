@@ -72,14 +72,12 @@ class NgramModel:
         for analyze, columns, idf, coef in self._blocks:
             # tf-idf with sublinear tf, l2-normalised per block, as TfidfVectorizer does
             # (n-grams in order of first occurrence: a fixed summation order).
-            index, counts = [], []
-            for gram, count in Counter(analyze(doc)).items():
-                j = columns.get(gram)
-                if j is not None:
-                    index.append(j)
-                    counts.append(count)
-            if not index:
+            grams = Counter(analyze(doc))
+            found = [(j, c) for j, c in zip(map(columns.get, grams), grams.values()) if j is not None]
+            if not found:
                 continue
+            index, counts = zip(*found)
+            index = list(index)
             values = (1.0 + np.log(np.array(counts, dtype=float))) * idf[index]
             values /= math.sqrt(float(values @ values))
             scores += values @ coef[index]
