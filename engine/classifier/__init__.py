@@ -79,7 +79,8 @@ class Classifier:
 
     # -- classification ----------------------------------------------------------------
 
-    def probabilities(self, item: ClassifierInput) -> tuple[dict[str, float], dict]:
+    def probabilities(self, item: ClassifierInput) -> tuple[dict[str, float], dict, tuple[str, ...]]:
+        """Blended probabilities, the vocabulary's scores, and each opinion's first choice."""
         text = item.text
         features = item.features(text)
         scores = self.scorer.score(text, features)
@@ -88,15 +89,17 @@ class Classifier:
         exp = {c: math.exp((scores[c].value - top) / t) for c in CATEGORIES}
         total = sum(exp.values())
         probs = {c: exp[c] / total for c in CATEGORIES}
+        firsts = (_first(probs),)
         model = self.model()
         if model is not None:
             w = self.settings.model.weight
             second = model.probabilities(item, text)
+            firsts += (_first(second),)
             probs = {c: (1 - w) * probs[c] + w * second[c] for c in CATEGORIES}
-        return probs, scores
+        return probs, scores, firsts
 
     def classify(self, item: ClassifierInput) -> Classification:
-        probs, scores = self.probabilities(item)
+        probs, scores, firsts = self.probabilities(item)
         ranked = sorted(CATEGORIES, key=lambda c: (-probs[c], _ORDER[c]))
         best = ranked[0]
         candidates = []
@@ -112,6 +115,8 @@ class Classifier:
             for weight, span in scores[best].evidence if weight > 0
         )[:6]
         decided = best if confidence >= self.settings.confident_at else None
+        if self.settings.model.decide_when_agreeing and any(f != best for f in firsts):
+            decided = None
         return Classification(decided, best, confidence, tuple(candidates), evidence)
 
     def classify_message(self, message) -> Classification:
@@ -123,6 +128,10 @@ class Classifier:
         settings = self.settings.language_detection
         return detect_language(ClassifierInput.from_message(message).text, tuple(settings.languages),
                                settings.min_confidence)
+
+
+def _first(probs: dict[str, float]) -> str:
+    return min(CATEGORIES, key=lambda c: (-probs[c], _ORDER[c]))
 
 
 _FEATURE_NAMES = {"reply_to", "quoted_text", "reply_subject", "proactive", "short", "long", "order_id"}

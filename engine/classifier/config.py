@@ -98,6 +98,10 @@ class ModelSettings(_Strict):
     weight: float = Field(0.35, ge=0, le=1)
     C: float = Field(0.5, gt=0)
     scale: float = Field(4.0, gt=0)
+    # Decide a category only when the vocabulary and the model rank it first (and
+    # the blend reaches confident_at): two opinions that disagree are no ground for
+    # a confident answer.
+    decide_when_agreeing: bool = True
 
 
 class LanguageDetection(_Strict):

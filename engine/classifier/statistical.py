@@ -1,13 +1,14 @@
 """The second opinion: a linear model over word and character n-grams.
 
 Trained in-process on first use from the labelled corpora that classifier.yaml
-names (about a second for the shipped 480 messages); nothing is downloaded and
+names (about a second for the shipped ~540 messages); nothing is downloaded and
 no weights are shipped. scikit-learn is imported here only, so judging
 labelled records never pays for it.
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +32,7 @@ def read_corpus(path: Path) -> list[dict]:
 
 
 class NgramModel:
-    """LinearSVC over tf-idf word 1-2-grams and char 2-4-grams; scores → probabilities by softmax."""
+    """LinearSVC over tf-idf word 1-2-grams and char 2-4-grams; margins → probabilities by softmax."""
 
     def __init__(self, C: float = 0.5, scale: float = 4.0):
         self.C, self.scale = C, scale
@@ -41,23 +42,49 @@ class NgramModel:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC
 
-        self._vectorizers = (
+        vectorizers = (
             TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
             TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2),
         )
         texts = [i.model_text().lower() for i in inputs]
-        matrix = hstack([v.fit_transform(texts) for v in self._vectorizers]).tocsr()
+        matrix = hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
         svm = LinearSVC(C=self.C, random_state=0).fit(matrix, list(labels))  # liblinear shuffles: fixed seed
-        # Kept as plain arrays: one message is scored without sklearn's per-call pipeline overhead.
-        self._coef, self._intercept, self._classes = svm.coef_.T.copy(), svm.intercept_.copy(), [str(c) for c in svm.classes_]
+        self._classes = [str(c) for c in svm.classes_]
+        # One message is scored in plain Python from these (sklearn's transform costs
+        # ~2 ms a call in validation and sparse bookkeeping): per block, the analyzer,
+        # each n-gram's idf and its column of class weights.
+        coef = svm.coef_.T
+        self._blocks = []
+        offset = 0
+        for v in vectorizers:
+            columns = dict(v.vocabulary_)
+            self._blocks.append((v.build_analyzer(), columns, v.idf_.copy(), coef[offset:offset + len(columns)].copy()))
+            offset += len(columns)
+        self._intercept = svm.intercept_.copy()
         return self
 
-    def probabilities(self, item: ClassifierInput, text: str) -> dict[str, float]:
-        from scipy.sparse import hstack
+    def margins(self, item: ClassifierInput, text: str) -> list[float]:
+        """The SVM's decision value per class (order of `_classes`), as sklearn would compute it."""
+        import numpy as np
 
-        doc = [item.model_text(text).lower()]
-        row = hstack([v.transform(doc) for v in self._vectorizers]).tocsr()
-        scores = (row @ self._coef)[0] + self._intercept
+        doc = item.model_text(text).lower()
+        scores = self._intercept.copy()
+        for analyze, columns, idf, coef in self._blocks:
+            # tf-idf with sublinear tf, l2-normalised per block, as TfidfVectorizer does
+            # (n-grams in order of first occurrence: a fixed summation order).
+            grams = Counter(analyze(doc))
+            found = [(j, c) for j, c in zip(map(columns.get, grams), grams.values()) if j is not None]
+            if not found:
+                continue
+            index, counts = zip(*found)
+            index = list(index)
+            values = (1.0 + np.log(np.array(counts, dtype=float))) * idf[index]
+            values /= math.sqrt(float(values @ values))
+            scores += values @ coef[index]
+        return scores.tolist()
+
+    def probabilities(self, item: ClassifierInput, text: str) -> dict[str, float]:
+        scores = self.margins(item, text)
         top = max(scores)
         exp = [math.exp(self.scale * (s - top)) for s in scores]
         total = sum(exp)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Optional
 
+from ..prefilter import LiteralIndex, fold, required_literals
 from .config import Vocabulary
 
 
@@ -24,59 +26,6 @@ def phrase_regex(phrase: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Entry:
-    label: str          # the phrase as written
-    regex: re.Pattern   # confirms word edges and yields the quoted span
-    weight: float
-
-
-_TOKEN = re.compile(r"\w+")
-_STEM_KEY = 3
-
-
-class _Index:
-    """Finds which phrases occur without trying each one: a phrase is tried only
-    when its first word is among the text's words (or its stem's first letters,
-    or, for phrases not starting with a word, its literal text)."""
-
-    def __init__(self):
-        self.by_word: dict[str, list[_Entry]] = {}
-        self.by_stem: dict[str, list[tuple[str, _Entry]]] = {}
-        self.literal: list[tuple[str, _Entry]] = []
-        self.always: list[_Entry] = []
-
-    def add_phrase(self, phrase: str, entry: _Entry) -> None:
-        lowered = " ".join(phrase.lower().split())
-        words = lowered.rstrip("*").split(" ")
-        first = words[0]
-        is_word = bool(_TOKEN.fullmatch(first)) and first.isascii() or (
-            bool(_TOKEN.fullmatch(first)) and not _has_cjk(first))
-        if is_word and lowered.endswith("*") and len(words) == 1:
-            if len(first) >= _STEM_KEY:
-                self.by_stem.setdefault(first[:_STEM_KEY], []).append((first, entry))
-                return
-        elif is_word and (len(words) > 1 or not lowered.endswith("*")):
-            self.by_word.setdefault(first, []).append(entry)
-            return
-        self.literal.append((lowered.rstrip("*"), entry))
-
-    def candidates(self, lowered: str, tokens: set[str]) -> list[_Entry]:
-        found: list[_Entry] = []
-        for token in tokens:
-            found.extend(self.by_word.get(token, ()))
-            for stem, entry in self.by_stem.get(token[:_STEM_KEY], ()):
-                if token.startswith(stem):
-                    found.append(entry)
-        found.extend(entry for needle, entry in self.literal if needle in lowered)
-        found.extend(self.always)
-        return found
-
-
-def _has_cjk(text: str) -> bool:
-    return any("\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" for ch in text)
-
-
-@dataclass(frozen=True)
 class Score:
     value: float
     # (weight, quoted span or feature name), strongest first
@@ -84,38 +33,74 @@ class Score:
 
 
 class VocabularyScorer:
+    """All categories' phrases behind one literal prefilter.
+
+    Each distinct regex (a phrase used by several categories or languages is
+    one regex) is reduced to the literals any match must contain
+    (engine.prefilter); one RE2 pass over the case-folded text tells which can
+    match at all, and only those run their Python regex, once per text. The
+    prefilter is sound (it may say "maybe", never a wrong "no"), so the scores
+    are exactly those of trying every phrase.
+    """
+
     def __init__(self, vocabulary: Vocabulary):
         self.vocabulary = vocabulary
-        self._index: dict[str, _Index] = {}
+        regexes: dict[str, int] = {}          # pattern source → regex id
+        self._regexes: list[re.Pattern] = []
+        # regex id → its uses: (category, label, weight), in vocabulary order
+        self._uses: list[list[tuple[str, str, float]]] = []
+        self._categories = [cat.value for cat in vocabulary.categories]
         for cat, cv in vocabulary.categories.items():
-            index = self._index[cat.value] = _Index()
+            labels: set[str] = set()  # a label counts once per category, at its first weight
             for group in cv.terms:
-                for phrases in group.phrases.values():
-                    for p in phrases:
-                        index.add_phrase(p, _Entry(p, re.compile(phrase_regex(p), re.I), group.weight))
-                for p in group.regex:
-                    index.always.append(_Entry(p, re.compile(p, re.I), group.weight))
+                sources = [(p, phrase_regex(p)) for phrases in group.phrases.values() for p in phrases]
+                sources += [(p, p) for p in group.regex]
+                for label, source in sources:
+                    if label in labels:
+                        continue
+                    labels.add(label)
+                    rid = regexes.get(source)
+                    if rid is None:
+                        rid = regexes[source] = len(self._regexes)
+                        self._regexes.append(re.compile(source, re.I))
+                        self._uses.append([])
+                    self._uses[rid].append((cat.value, label, group.weight))
+        self._literals = LiteralIndex()
+        by_set: dict[int, list[int]] = {}
+        self._unfiltered: list[int] = []  # regexes without a required literal: always tried
+        for source, rid in regexes.items():
+            literals = required_literals(source, re.I)
+            if literals is None:
+                self._unfiltered.append(rid)
+            else:
+                by_set.setdefault(self._literals.register(literals), []).append(rid)
+        self._by_set = by_set
         self._signals = {cat.value: dict(cv.signals) for cat, cv in vocabulary.categories.items()}
 
+    def _maybe(self, text: str) -> list[int]:
+        """Ids of the regexes that may match `text` (sorted: a fixed search order)."""
+        found = list(self._unfiltered)
+        if self._by_set:
+            for index in self._literals.matching(fold(text)):
+                found.extend(self._by_set[index])
+        found.sort()
+        return found
+
     def score(self, text: str, features: set[str]) -> dict[str, Score]:
-        lowered = " ".join(text.lower().split())
-        tokens = set(_TOKEN.findall(lowered))
+        found: dict[str, list[tuple[float, int, str]]] = {c: [] for c in self._categories}
+        for rid in self._maybe(text):
+            m: Optional[re.Match] = self._regexes[rid].search(text)
+            if m:
+                span = " ".join(m.group(0).split())
+                for category, _label, weight in self._uses[rid]:
+                    found[category].append((weight, m.start(), span))
         out = {}
-        for category, index in self._index.items():
-            found: list[tuple[float, int, str]] = []
-            seen: set[str] = set()
-            for entry in index.candidates(lowered, tokens):
-                if entry.label in seen:
-                    continue
-                m = entry.regex.search(text)
-                if m:
-                    seen.add(entry.label)
-                    found.append((entry.weight, m.start(), " ".join(m.group(0).split())))
+        for category, hits in found.items():
             for name, weight in self._signals[category].items():
                 if name in features:
-                    found.append((weight, len(text), name))
+                    hits.append((weight, len(text), name))
             # Strongest first, then in text order: the same message always gives the same evidence.
-            found.sort(key=lambda e: (-e[0], e[1], e[2]))
-            total = sum(w for w, _, _ in found)  # summed in a fixed order: bit-identical every run
-            out[category] = Score(total, tuple((w, span) for w, _, span in found))
+            hits.sort(key=lambda e: (-e[0], e[1], e[2]))
+            total = sum(w for w, _, _ in hits)  # summed in a fixed order: bit-identical every run
+            out[category] = Score(total, tuple((w, span) for w, _, span in hits))
         return out

@@ -46,23 +46,24 @@ def _copy(tmp_path) -> Path:
 @pytest.mark.parametrize("edit,field,message", [
     (lambda d: d["categories"]["invoice"].update(signals={"colour": 1}), "categories.invoice.signals", "unknown feature"),
     (lambda d: d["categories"]["invoice"]["terms"].append({"weight": 1, "english": ["x"]}),
-     "categories.invoice.terms.2", "language code"),
+     "categories.invoice.terms.{n}", "language code"),
     (lambda d: d["categories"]["invoice"]["terms"].append({"weight": 1, "regex": ["(unclosed"]}),
-     "categories.invoice.terms.2.regex", "does not compile"),
+     "categories.invoice.terms.{n}.regex", "does not compile"),
     (lambda d: d["categories"].pop("marketing"), "categories", "missing: marketing"),
     (lambda d: d["categories"]["invoice"]["terms"].append({"weight": "heavy", "en": ["x"]}),
-     "categories.invoice.terms.2.weight", "number"),
+     "categories.invoice.terms.{n}.weight", "number"),
 ])
 def test_vocabulary_errors_name_file_and_field(tmp_path, edit, field, message):
     root = _copy(tmp_path)
     path = root / "classifier" / "vocabulary.yaml"
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    appended = len(doc["categories"]["invoice"]["terms"])  # index of a term group the edit appends
     edit(doc)
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     with pytest.raises(PolicyError) as info:
         load_policies(root)
     assert info.value.file == str(path)
-    assert info.value.field == field, str(info.value)
+    assert info.value.field == field.format(n=appended), str(info.value)
     assert message in str(info.value)
 
 
@@ -96,6 +97,28 @@ def test_evidence_is_quoted_from_the_message(clf):
         for e in result.evidence:
             if not e.startswith("feature "):
                 assert e.lower() in text, (row["id"], e)
+
+
+def test_prefiltered_scores_equal_trying_every_phrase(clf):
+    """The scorer's literal prefilter only skips phrases that cannot match: same scores as brute force."""
+    scorer = clf.scorer
+    phrases = {}
+    for category, cv in scorer.vocabulary.categories.items():
+        first = {}  # a label counts once per category
+        for group in cv.terms:
+            for p in [p for ps in group.phrases.values() for p in ps]:
+                first.setdefault(p, (re.compile(phrase_regex(p), re.I), group.weight))
+            for p in group.regex:
+                first.setdefault(p, (re.compile(p, re.I), group.weight))
+        phrases[category.value] = (list(first.values()), cv.signals)
+    for row in read_corpus(CORPUS):
+        item = ClassifierInput.from_corpus(row)
+        text, features = item.text, item.features()
+        fast = scorer.score(text, features)
+        for category, (compiled, signals) in phrases.items():
+            total = sum(w for regex, w in compiled if regex.search(text))
+            total += sum(w for name, w in signals.items() if name in features)
+            assert fast[category].value == pytest.approx(total), (row["id"], category)
 
 
 def test_confident_or_candidates_cover_the_mass(clf):
@@ -216,3 +239,60 @@ def test_classify_input_error(tmp_path):
     bad.write_text('{"message_id": "M", "order_id": "1", "buyer_id": "B", "sent_at": "2021-01-01T00:00:00"}\n')
     result = CliRunner().invoke(main, ["classify", str(bad)])
     assert result.exit_code == 2 and "field 'sent_at'" in result.stderr
+
+
+# ---- the n-gram model and the blend ---------------------------------------------------------
+
+
+def test_model_margins_equal_sklearn():
+    """The per-message scoring path computes what sklearn's pipeline would."""
+    import numpy as np
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import LinearSVC
+
+    from engine.classifier.statistical import NgramModel
+
+    rows = read_corpus(CORPUS)[::3]
+    items = [ClassifierInput.from_corpus(r) for r in rows]
+    labels = [r["category"] for r in rows]
+    model = NgramModel(0.5, 4.0).fit(items, labels)
+    vectorizers = (
+        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2),
+    )
+    texts = [i.model_text().lower() for i in items]
+    matrix = hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
+    expected = LinearSVC(C=0.5, random_state=0).fit(matrix, labels).decision_function(matrix)
+    got = np.array([model.margins(i, i.text) for i in items])
+    assert np.allclose(got, expected, atol=1e-9)
+
+
+class _Opinion:
+    """A stand-in second opinion with fixed probabilities for a few categories (the rest share what is left)."""
+
+    def __init__(self, **chosen):
+        self.chosen = chosen
+
+    def probabilities(self, item, text):
+        from engine.classifier import CATEGORIES
+
+        rest = (1 - sum(self.chosen.values())) / (len(CATEGORIES) - len(self.chosen))
+        return {c: self.chosen.get(c, rest) for c in CATEGORIES}
+
+
+def test_no_decision_when_vocabulary_and_model_disagree(clf):
+    item = ClassifierInput("Your invoice", "Hello, please find attached the invoice for order 111-0000001-0000001.",
+                           attachments=("invoice",))
+    alone = clf.with_model(None).classify(item)
+    assert alone.category == "invoice"
+    assert clf.with_model(_Opinion(invoice=0.45, marketing=0.40)).classify(item).category == "invoice"
+    # The model's first choice differs, though the blend still ranks invoice first above confident_at.
+    disagreeing = clf.with_model(_Opinion(marketing=0.45, invoice=0.40))
+    result = disagreeing.classify(item)
+    assert result.best == "invoice" and result.confidence >= clf.settings.confident_at and not result.confident
+    assert "marketing" in {c for c, _ in result.candidates}
+    lenient = disagreeing.settings.model_copy(
+        update={"model": disagreeing.settings.model.model_copy(update={"decide_when_agreeing": False})})
+    disagreeing.settings = lenient
+    assert disagreeing.classify(item).category == "invoice"
