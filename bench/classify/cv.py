@@ -4,9 +4,10 @@
                                           [--throughput] [--matrix] [--json OUT]
 
 Development data: policies/classifier/labelled_corpus.jsonl (480 messages) and
-policies/classifier/dev_corpus.jsonl (60; the former bench/classify/heldout.jsonl,
-used to tune the vocabulary and the blend since 2026-11-23, so no longer a
-held-out score). What is scored where:
+policies/classifier/dev_corpus.jsonl (60; the first held-out set, used to tune
+the vocabulary and the blend since 2026-11-23, so no longer a held-out score).
+bench/classify/heldout.jsonl is now a blind set of 200 (see README.md): score
+it with --heldout, never tune on it. What is scored where:
 
 * `model`      the n-gram model alone, k-fold CV over the development data,
                stratified by category x language: an honest figure;
