@@ -46,7 +46,8 @@ def main() -> int:
 
     policies = load_policies()
     classifier = classifier_for(policies)
-    preload(tuple(classifier.settings.language_detection.languages))
+    settings = classifier.settings.language_detection
+    preload(tuple(settings.languages), settings.accuracy)
 
     raws = []
     with open(args.log, "rb") as fh:

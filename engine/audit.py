@@ -788,7 +788,8 @@ def _preload_language_models(policies) -> None:
         return
     from .classifier.language import preload
 
-    preload(tuple(classifier.settings.language_detection.languages))
+    settings = classifier.settings.language_detection
+    preload(tuple(settings.languages), settings.accuracy)
 
 
 def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None]] = None) -> AuditResult:

@@ -127,7 +127,7 @@ class Classifier:
 
         settings = self.settings.language_detection
         return detect_language(ClassifierInput.from_message(message).text, tuple(settings.languages),
-                               settings.min_confidence)
+                               settings.min_confidence, settings.accuracy)
 
 
 def _first(probs: dict[str, float]) -> str:

@@ -12,7 +12,7 @@ import hashlib
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -107,6 +107,8 @@ class ModelSettings(_Strict):
 class LanguageDetection(_Strict):
     languages: list[str] = Field(min_length=1)
     min_confidence: float = Field(0.5, ge=0, le=1)
+    # lingua's modes: "high" reads 1- to 5-grams, "low" trigrams only (smaller, faster).
+    accuracy: Literal["high", "low"] = "high"
 
     @field_validator("languages")
     @classmethod
