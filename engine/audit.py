@@ -48,7 +48,7 @@ import tempfile
 import zlib
 from array import array
 from bisect import bisect_left
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
@@ -182,22 +182,25 @@ class SeenIds:
 class BoundedHistory(History):
     """History whose entries expire after `horizon` of log time without use.
 
-    Dicts keep insertion order; every touch moves a key to the end, so the
-    oldest entries are at the front and a sweep pops from there."""
+    One plain dict per kind of state (buyer, buyer message, prior count): dicts
+    keep insertion order and every touch moves a key to the end, so the oldest
+    entries are at the front and a sweep pops from there. (An OrderedDict keyed
+    by (kind, key) tuples cost three times the memory.)"""
 
     def __init__(self, prior_detectors, horizon: dt.timedelta):
         super().__init__(prior_detectors)
         self.horizon = horizon.total_seconds()
-        self.touched: OrderedDict[tuple, float] = OrderedDict()  # (kind, key) → last use (epoch s)
+        # kind → key → last use (epoch s)
+        self.touched: dict[str, dict[str, float]] = {"buyer": {}, "msg": {}, "count": {}}
         self.events: dict[str, tuple[float, bool, Optional[bool]]] = {}  # buyer → (at, state, state before)
         self.last_seen: dict[str, float] = {}  # buyer → latest instant applied
         self.clock = float("-inf")  # log time: advanced by the reader for every line (`log_time`)
         self._since_sweep = 0
 
     def _touch(self, kind: str, key: str, when: float) -> None:
-        k = (kind, key)
-        old = self.touched.pop(k, None)
-        self.touched[k] = when if old is None or when > old else old
+        touched = self.touched[kind]
+        old = touched.pop(key, None)
+        touched[key] = when if old is None or when > old else old
         self._since_sweep += 1
         if self._since_sweep >= 4096:
             self._since_sweep = 0
@@ -207,13 +210,13 @@ class BoundedHistory(History):
         # Entries are in touch order, but an out-of-order touch stores an older time, so
         # the front is only roughly the oldest: stopping early just frees less memory.
         limit = self.clock - self.horizon
-        touched = self.touched
-        while touched:
-            (kind, key), when = next(iter(touched.items()))
-            if when >= limit:
-                break
-            del touched[(kind, key)]
-            self._purge(kind, key)
+        for kind, touched in self.touched.items():
+            while touched:
+                key, when = next(iter(touched.items()))
+                if when >= limit:
+                    break
+                del touched[key]
+                self._purge(kind, key)
 
     def _alive(self, kind: str, key: str) -> bool:
         """Whether (kind, key) has state used within the horizon of log time; purge it if not.
@@ -222,11 +225,12 @@ class BoundedHistory(History):
         worker at a given line, so the answer does not depend on when sweeps
         ran nor on --jobs. An out-of-order message sees the history as the log
         clock leaves it."""
-        last = self.touched.get((kind, key))
+        touched = self.touched[kind]
+        last = touched.get(key)
         if last is None:
             return False
         if last < self.clock - self.horizon:
-            del self.touched[(kind, key)]
+            del touched[key]
             self._purge(kind, key)
             return False
         return True
