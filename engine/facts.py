@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .detectors import PriorCountDetector, TextViews, body_text, run_detector
+from .detectors import PriorCountDetector, TextViews, _RegexSpec, body_text, run_detector
 from .model import BuyerEvent, Category, Channel, InitiatedBy, Message
 
 BOOL = (True, False)
@@ -161,7 +161,7 @@ def facts_for(message: Message, history: History, version, base: dict, views: Te
             # here, instead of a call into run_detector (the same test, done later).
             # The gate first: a spec's first use registers its literals, which makes
             # earlier hits stale (literal_hits recomputes them then).
-            gate = getattr(spec, "literal_gate", None)
+            gate = spec.literal_gate if isinstance(spec, _RegexSpec) else None  # getattr on a model is slow
             if gate is not None and gate.isdisjoint(views.literal_hits()):
                 result = _NO_MATCH
             if result is None:
