@@ -67,6 +67,10 @@ from .model import BuyerEvent, InitiatedBy, Message, Outcome, Verdict
 
 DEFAULT_HISTORY_DAYS = 400
 WORST_ORDERS_KEPT = 50
+# Orders scored for the "worst orders" table: past the maximum, only the heaviest are kept
+# (two Counters of order ids cost ~250 bytes an order, per worker).
+ORDERS_TRACKED_MAX = 50_000
+ORDERS_KEPT = 20_000
 
 
 # ---- reading ---------------------------------------------------------------------
@@ -147,7 +151,7 @@ class SeenIds:
     search and merging copies each id O(log n) times. A false duplicate needs a
     64-bit collision (probability about n²/2⁶⁵, ~3e-6 at 10M ids)."""
 
-    RUN = 1 << 18
+    RUN = 1 << 17
 
     def __init__(self):
         self.recent: set[int] = set()
@@ -312,6 +316,7 @@ class AuditJudge(Judge):
     def __init__(self, policies, **kw):
         super().__init__(policies, **kw)
         self._verdicts: dict = {}
+        self._pieces: dict = {}  # interned plan pieces (_Plan.of)
         self._in_force: dict = {}
         self._zones: dict = {}
 
@@ -345,9 +350,11 @@ class AuditJudge(Judge):
             plan = self._verdicts.get(key)
             if plan is None:
                 verdict, per_candidate = self.decide_rules(message.message_id, instant, per_version, candidates)
-                plan = _Plan.of(verdict, versions, per_candidate)
                 if len(self._verdicts) >= self.VERDICT_CACHE_MAX:
                     forget_oldest_half(self._verdicts)
+                if len(self._pieces) >= 4 * self.VERDICT_CACHE_MAX:
+                    self._pieces.clear()  # only sharing is lost
+                plan = _Plan.of(verdict, versions, per_candidate, self._pieces)
                 self._verdicts[key] = plan
             spans = [f.spans for _, f in per_version]
             if inference is None:
@@ -381,8 +388,13 @@ class _Plan:
     per_candidate: dict  # an uncertain category's candidates → the outcome each gives
 
     @classmethod
-    def of(cls, verdict: Verdict, versions, per_candidate: dict) -> "_Plan":
+    def of(cls, verdict: Verdict, versions, per_candidate: dict, shared: dict) -> "_Plan":
+        """`shared` interns the pieces: many fact vectors give the same findings, and a
+        finding's JSON (reason, sources) is most of a plan's size."""
         from .cli import _finding_json
+
+        def one(piece):
+            return shared.setdefault(piece, piece)
 
         index = {(v.family, v.id): i for i, v in enumerate(versions)}
         findings = []
@@ -391,12 +403,12 @@ class _Plan:
             data.pop("evidence", None)
             i = index[(f.policy, f.version)]
             names = tuple(sorted(facts_used(versions[i].rule_index[f.rule].condition)))
-            findings.append((orjson.dumps(data)[:-1], i, names))
+            findings.append(one((orjson.dumps(data)[:-1], i, names)))
         head = orjson.dumps({"outcome": verdict.outcome.value,
                              "policies": [{"policy": p.policy, "version": p.version} for p in verdict.policies]})
-        return cls(verdict.outcome, tuple((p.policy, p.version) for p in verdict.policies),
-                   tuple((f.outcome.value, f.policy, f.version, f.rule) for f in verdict.findings),
-                   head[1:-1] + b',"findings":[', tuple(findings), per_candidate)
+        return cls(verdict.outcome, one(tuple((p.policy, p.version) for p in verdict.policies)),
+                   one(tuple((f.outcome.value, f.policy, f.version, f.rule) for f in verdict.findings)),
+                   one(head[1:-1] + b',"findings":['), one(tuple(findings)), per_candidate)
 
     def render(self, spans: list[dict], notes=()) -> bytes:
         """The result line's tail (after the header's comma) with this message's evidence,
@@ -469,8 +481,8 @@ class Summary:
         if not v.outcome.is_clean:
             self.order_scores[order_id] += _POINTS[v.outcome]
             self.order_counts[(order_id, outcome)] += 1
-            if len(self.order_scores) > 200_000:
-                self.prune_orders(20_000)
+            if len(self.order_scores) > ORDERS_TRACKED_MAX:
+                self.prune_orders(ORDERS_KEPT)
 
     def add_fast(self, outcome: Outcome, policies: tuple, findings: tuple, order_id: str, month: str,
                  hashes: dict) -> None:
@@ -488,11 +500,11 @@ class Summary:
         if not outcome.is_clean:
             self.order_scores[order_id] += _POINTS[outcome]
             self.order_counts[(order_id, value)] += 1
-            if len(self.order_scores) > 200_000:
-                self.prune_orders(20_000)
+            if len(self.order_scores) > ORDERS_TRACKED_MAX:
+                self.prune_orders(ORDERS_KEPT)
 
     def prune_orders(self, keep: int) -> None:
-        """Keep the heaviest orders (the 'worst orders' table is approximate past 200,000 orders)."""
+        """Keep the heaviest orders (the 'worst orders' table is approximate past ORDERS_TRACKED_MAX orders)."""
         kept = dict(sorted(self.order_scores.items(), key=lambda kv: (-kv[1], kv[0]))[:keep])
         self.order_scores = Counter(kept)
         self.order_counts = Counter({k: n for k, n in self.order_counts.items() if k[0] in kept})
@@ -850,8 +862,8 @@ def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None
             summary = Summary()
             for s in summaries:
                 summary.merge(s)
-            if len(summary.order_scores) > 20_000:
-                summary.prune_orders(20_000)
+            if len(summary.order_scores) > ORDERS_KEPT:
+                summary.prune_orders(ORDERS_KEPT)
         written = 0
         if cfg.results is not None:
             written = write_results(merged(res_parts), Path(cfg.results))
