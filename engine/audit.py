@@ -63,7 +63,7 @@ from .facts import History, facts_for, structural_facts
 from .timeline import in_force_on, marketplace_zone
 from .io import LIST_COLUMNS, InputError, _csv_value, to_record
 from .mapping import ColumnMap, apply_map
-from .model import BuyerEvent, InitiatedBy, Message, Outcome, Verdict
+from .model import BuyerEvent, InitiatedBy, Message, Outcome, Verdict, finding_json
 
 DEFAULT_HISTORY_DAYS = 400
 WORST_ORDERS_KEPT = 50
@@ -391,15 +391,13 @@ class _Plan:
     def of(cls, verdict: Verdict, versions, per_candidate: dict, shared: dict) -> "_Plan":
         """`shared` interns the pieces: many fact vectors give the same findings, and a
         finding's JSON (reason, sources) is most of a plan's size."""
-        from .cli import _finding_json
-
         def one(piece):
             return shared.setdefault(piece, piece)
 
         index = {(v.family, v.id): i for i, v in enumerate(versions)}
         findings = []
         for f in verdict.findings:
-            data = _finding_json(f)
+            data = finding_json(f)
             data.pop("evidence", None)
             i = index[(f.policy, f.version)]
             names = tuple(sorted(facts_used(versions[i].rule_index[f.rule].condition)))
@@ -413,14 +411,12 @@ class _Plan:
     def render(self, spans: list[dict], notes=()) -> bytes:
         """The result line's tail (after the header's comma) with this message's evidence,
         after `notes`, its own findings on what was inferred."""
-        from .cli import _finding_json
-
         parts = [self.head]
         dumps = orjson.dumps
         for n, note in enumerate(notes):
             if n:
                 parts.append(b",")
-            parts.append(dumps(_finding_json(note)))
+            parts.append(dumps(finding_json(note)))
         for n, (body, i, names) in enumerate(self.findings):
             if n or notes:
                 parts.append(b",")
@@ -435,15 +431,6 @@ class _Plan:
 
 
 _NO_POLICY = (b'"outcome":"no_policy","policies":[],"findings":[]}', Outcome.no_policy, (), ())
-
-
-def verdict_dict(v: Verdict, out_of_order: bool = False) -> dict:
-    from .cli import verdict_json
-
-    data = verdict_json(v)
-    if out_of_order:
-        data["out_of_order"] = True
-    return data
 
 
 # ---- summary ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import orjson
 from . import __version__
 from .check import check_log
 from .conditions import describe
-from .model import Outcome, Verdict, message_json_schema
+from .model import Outcome, Verdict, message_json_schema, verdict_json
 from .policyfile import PolicyError, PolicySet, load_policies
 from .timeline import in_force_on, timeline_rows
 
@@ -66,24 +66,6 @@ def main():
 
 
 # ---- check -----------------------------------------------------------------------
-
-
-def _finding_json(f) -> dict:
-    data = {"rule": f.rule, "policy": f.policy, "version": f.version, "outcome": f.outcome.value,
-            "reason": f.reason, "sources": f.sources}
-    if f.evidence:
-        data["evidence"] = f.evidence
-    return data
-
-
-def verdict_json(v: Verdict) -> dict:
-    return {
-        "message_id": v.message_id,
-        "evaluated_at": v.evaluated_at.isoformat(),
-        "outcome": v.outcome.value,
-        "policies": [{"policy": p.policy, "version": p.version} for p in v.policies],
-        "findings": [_finding_json(f) for f in v.findings],
-    }
 
 
 def verdict_text(v: Verdict) -> str:

@@ -147,5 +147,25 @@ class Verdict(BaseModel):
     findings: list[Finding]
 
 
+def finding_json(f: Finding) -> dict:
+    """A finding as `check --format json` prints it (evidence only when there is some)."""
+    data = {"rule": f.rule, "policy": f.policy, "version": f.version, "outcome": f.outcome.value,
+            "reason": f.reason, "sources": f.sources}
+    if f.evidence:
+        data["evidence"] = f.evidence
+    return data
+
+
+def verdict_json(v: Verdict) -> dict:
+    """A verdict as `check --format json` prints it; the audit's result lines are the same."""
+    return {
+        "message_id": v.message_id,
+        "evaluated_at": v.evaluated_at.isoformat(),
+        "outcome": v.outcome.value,
+        "policies": [{"policy": p.policy, "version": p.version} for p in v.policies],
+        "findings": [finding_json(f) for f in v.findings],
+    }
+
+
 def message_json_schema() -> dict:
     return Message.model_json_schema()
