@@ -38,7 +38,6 @@ from engine.classifier.statistical import CATEGORIES, NgramModel, read_corpus  #
 
 CLASSIFIER = ROOT / "policies" / "classifier"
 CORPUS = CLASSIFIER / "labelled_corpus.jsonl"
-DEV = CLASSIFIER / "dev_corpus.jsonl"
 
 
 def folds(rows: list[dict], k: int, seed: int) -> list[int]:
@@ -93,12 +92,12 @@ def decided(truth: list[str], results) -> dict:
 
 
 def train(base: Classifier, rows: list[dict]) -> NgramModel:
-    s = base.settings.model
-    return NgramModel(s.C, s.scale).fit([ClassifierInput.from_corpus(r) for r in rows], [r["category"] for r in rows])
+    return base.train([ClassifierInput.from_corpus(r) for r in rows], [r["category"] for r in rows])
 
 
-def development_rows() -> list[dict]:
-    return read_corpus(CORPUS) + (read_corpus(DEV) if DEV.is_file() else [])
+def development_rows(base: Classifier) -> list[dict]:
+    """Every labelled message the classifier trains on (classifier.yaml `training`)."""
+    return [r for path in base.config.training for r in read_corpus(path)]
 
 
 def cross_validate(rows: list[dict], base: Classifier, k: int, seed: int) -> dict:
@@ -112,7 +111,7 @@ def cross_validate(rows: list[dict], base: Classifier, k: int, seed: int) -> dic
         model = train(base, [rows[i] for i in range(len(rows)) if fold[i] != f])
         blended = base.with_model(model)
         for i in (i for i in range(len(rows)) if fold[i] == f):
-            probs = model.probabilities(items[i], items[i].text)
+            probs = model.probabilities(base.reading(items[i])[2])
             pred["model"][i] = max(CATEGORIES, key=lambda c: probs[c])
             pred["vocabulary"][i] = vocab_only.classify(items[i]).best
             blend_results[i] = blended.classify(items[i])
@@ -152,7 +151,7 @@ def throughput(base: Classifier, rows: list[dict], policies) -> dict:
 
     items = [ClassifierInput.from_corpus(r) for r in rows]
     t = time.perf_counter()
-    model = train(base, development_rows())
+    model = train(base, development_rows(base))
     train_s = time.perf_counter() - t
     rates_classify = {}
     for name, clf in (("vocabulary", base.with_model(None)), ("engine", base.with_model(model))):
@@ -234,7 +233,7 @@ def main(argv=None) -> int:
 
     policies = load_policies(ROOT / "policies")
     base = classifier_for(policies)
-    rows = development_rows()
+    rows = development_rows(base)
     report: dict = {"development_size": len(rows), "classifier": base.config.label}
     if not args.skip_cv:
         print(f"development data (corpus + dev): {len(rows)} messages\n{table(rows)}\n")
@@ -247,7 +246,7 @@ def main(argv=None) -> int:
         print(show_decisions(cv["blend"]["decisions"]))
         if args.matrix:
             print(confusion_matrix([r["category"] for r in rows], cv["blend_predictions"]))
-    training = [r for path in base.config.training for r in read_corpus(path)]
+    training = rows
     for path in args.heldout:
         held = read_corpus(path)
         seen = overlap(held, training)

@@ -13,13 +13,14 @@ attachments): it is deterministic and independent of every other message.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass
 from typing import Optional
 
 from ..model import Category
 from .config import ClassifierConfig, load_classifier_config
-from .features import ClassifierInput
+from .features import ClassifierInput, model_document
 from .vocabulary import VocabularyScorer
 
 CATEGORIES = tuple(c.value for c in Category)
@@ -47,6 +48,8 @@ class Classifier:
         self.config = config
         self.settings = config.settings
         self.scorer = VocabularyScorer(config.vocabulary)
+        starts = self.settings.quoted_reply_starts
+        self._quote_starts = re.compile("|".join(f"(?:{p})" for p in starts), re.I | re.M) if starts else None
         self._model = None
         self._lock = threading.Lock()
 
@@ -60,12 +63,26 @@ class Classifier:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    from .statistical import NgramModel, read_corpus
+                    from .statistical import read_corpus
 
                     rows = [r for path in self.config.training for r in read_corpus(path)]
-                    self._model = NgramModel(self.settings.model.C, self.settings.model.scale).fit(
-                        [ClassifierInput.from_corpus(r) for r in rows], [r["category"] for r in rows])
+                    self._model = self.train([ClassifierInput.from_corpus(r) for r in rows],
+                                             [r["category"] for r in rows])
         return self._model
+
+    def train(self, items, labels):
+        """A statistical model trained on these inputs (what the engine does on first use)."""
+        from .statistical import NgramModel
+
+        model = NgramModel(self.settings.model.C, self.settings.model.scale)
+        return model.fit([self.reading(i)[2] for i in items], labels)
+
+    def reading(self, item: ClassifierInput) -> tuple[str, set[str], str]:
+        """What both opinions read: the seller's own words, the message's features, and
+        the model's document made of both."""
+        own = item.own_text(self._quote_starts)
+        features = item.features(item.text)
+        return own, features, model_document(own, features)
 
     def with_model(self, model) -> "Classifier":
         """A copy using another trained model (the benchmark's cross-validation folds), or None for none."""
@@ -81,9 +98,8 @@ class Classifier:
 
     def probabilities(self, item: ClassifierInput) -> tuple[dict[str, float], dict, tuple[str, ...]]:
         """Blended probabilities, the vocabulary's scores, and each opinion's first choice."""
-        text = item.text
-        features = item.features(text)
-        scores = self.scorer.score(text, features)
+        own, features, document = self.reading(item)
+        scores = self.scorer.score(own, features)
         t = self.settings.temperature
         top = max(s.value for s in scores.values())
         exp = {c: math.exp((scores[c].value - top) / t) for c in CATEGORIES}
@@ -93,7 +109,7 @@ class Classifier:
         model = self.model()
         if model is not None:
             w = self.settings.model.weight
-            second = model.probabilities(item, text)
+            second = model.probabilities(document)
             firsts += (_first(second),)
             probs = {c: (1 - w) * probs[c] + w * second[c] for c in CATEGORIES}
         return probs, scores, firsts
@@ -104,8 +120,11 @@ class Classifier:
         best = ranked[0]
         candidates = []
         mass = 0.0
+        floor = probs[best] * self.settings.candidate_min_share
         for c in ranked:
             if mass >= self.settings.candidate_mass and probs[c] < candidates[-1][1] - 1e-12:
+                break
+            if candidates and probs[c] < floor:
                 break
             candidates.append((c, round(probs[c], 4)))
             mass += probs[c]

@@ -122,11 +122,22 @@ class LanguageDetection(_Strict):
 class ClassifierSettings(_Strict):
     id: str = Field(min_length=1)
     vocabulary: str = "vocabulary.yaml"
+    # Lines that open the quoted earlier message of a reply (matched case-insensitively,
+    # line by line): from the first such line on, the text is the buyer's, not the seller's.
+    quoted_reply_starts: list[str] = Field(default_factory=list)
     temperature: float = Field(1.0, gt=0)
     model: ModelSettings = ModelSettings(enabled=False)
     confident_at: float = Field(0.6, gt=0, le=1)
     candidate_mass: float = Field(0.95, gt=0, le=1)
+    # ...but never a category below this share of the best one's probability
+    # (0: no such floor).
+    candidate_min_share: float = Field(0.0, ge=0, lt=1)
     language_detection: LanguageDetection
+
+    @field_validator("quoted_reply_starts")
+    @classmethod
+    def _quote_patterns_compile(cls, patterns):
+        return check_regexes(patterns, "quoted_reply_starts")
 
 
 class ClassifierConfig:

@@ -12,6 +12,8 @@ from typing import Iterable, Optional
 from ..detectors import body_text
 
 _QUOTED = re.compile(r"(?m)^[ \t]*(?:>|&gt;)|<blockquote\b", re.I)
+_BLOCKQUOTE = re.compile(r"<blockquote\b.*?</blockquote\s*>", re.I | re.S)
+_QUOTED_LINE = re.compile(r"(?m)^[ \t]*>.*$")
 # Reply prefixes of common mail clients: Re, AW (de), SV (sv/da), Rif/R (it), RE, Rép (fr), RV/RES (es).
 _REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|rif|r|rép|res|rv)\s*(?:\[\d+\])?\s*:", re.I)
 _ORDER_ID = re.compile(r"(?<![\d-])\d{3}-\d{7}-\d{7}(?![\d-])")
@@ -46,6 +48,19 @@ class ClassifierInput:
         """Subject and readable body, the text phrases are looked for in."""
         return self.subject + "\n" + body_text(self.body)
 
+    def own_text(self, quote_starts: Optional[re.Pattern] = None) -> str:
+        """The seller's own words, which tell the message's purpose: `text` without the
+        buyer's that a reply carries (`>` lines, <blockquote>, everything from a line
+        matching `quote_starts` on) and, on a reply, without the subject (the buyer's topic)."""
+        body = _BLOCKQUOTE.sub("\n", self.body) if "<" in self.body else self.body
+        body = body_text(body)
+        if quote_starts is not None:
+            start = quote_starts.search(body)
+            if start:
+                body = body[:start.start()]
+        subject = "" if _REPLY_SUBJECT.search(self.subject) else self.subject
+        return subject + "\n" + _QUOTED_LINE.sub("", body)
+
     def features(self, text: Optional[str] = None) -> set[str]:
         text = self.text if text is None else text
         found = {f"channel:{self.channel}"}
@@ -68,11 +83,12 @@ class ClassifierInput:
             found.add("long")
         return found
 
-    def model_text(self, text: Optional[str] = None) -> str:
-        """Text plus feature tokens, for the statistical model."""
-        text = self.text if text is None else text
-        tokens = " ".join("zz" + re.sub(r"\W", "", f) for f in sorted(self.features(text)))
-        return f"{text}\n{tokens}"
+
+
+def model_document(own_text: str, features: set[str]) -> str:
+    """What the statistical model reads: the seller's words and one token per feature."""
+    tokens = " ".join("zz" + re.sub(r"\W", "", f) for f in sorted(features))
+    return f"{own_text}\n{tokens}".lower()
 
 
 def word_count(text: str) -> int:

@@ -15,7 +15,6 @@ from typing import Sequence
 import orjson
 
 from ..model import Category
-from .features import ClassifierInput
 
 CATEGORIES = tuple(c.value for c in Category)
 
@@ -37,7 +36,8 @@ class NgramModel:
     def __init__(self, C: float = 0.5, scale: float = 4.0):
         self.C, self.scale = C, scale
 
-    def fit(self, inputs: Sequence[ClassifierInput], labels: Sequence[str]) -> "NgramModel":
+    def fit(self, documents: Sequence[str], labels: Sequence[str]) -> "NgramModel":
+        """Train on model documents (features.model_document), one label each."""
         from scipy.sparse import hstack
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC
@@ -46,8 +46,7 @@ class NgramModel:
             TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
             TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2),
         )
-        texts = [i.model_text().lower() for i in inputs]
-        matrix = hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
+        matrix = hstack([v.fit_transform(documents) for v in vectorizers]).tocsr()
         svm = LinearSVC(C=self.C, random_state=0).fit(matrix, list(labels))  # liblinear shuffles: fixed seed
         self._classes = [str(c) for c in svm.classes_]
         # One message is scored in plain Python from these (sklearn's transform costs
@@ -63,11 +62,10 @@ class NgramModel:
         self._intercept = svm.intercept_.copy()
         return self
 
-    def margins(self, item: ClassifierInput, text: str) -> list[float]:
+    def margins(self, doc: str) -> list[float]:
         """The SVM's decision value per class (order of `_classes`), as sklearn would compute it."""
         import numpy as np
 
-        doc = item.model_text(text).lower()
         scores = self._intercept.copy()
         for analyze, columns, idf, coef in self._blocks:
             # tf-idf with sublinear tf, l2-normalised per block, as TfidfVectorizer does
@@ -83,8 +81,8 @@ class NgramModel:
             scores += values @ coef[index]
         return scores.tolist()
 
-    def probabilities(self, item: ClassifierInput, text: str) -> dict[str, float]:
-        scores = self.margins(item, text)
+    def probabilities(self, doc: str) -> dict[str, float]:
+        scores = self.margins(doc)
         top = max(scores)
         exp = [math.exp(self.scale * (s - top)) for s in scores]
         total = sum(exp)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from engine import Message, judge_records, load_policies
 from engine.classifier import Classifier, ClassifierInput, classifier_for
-from engine.classifier.statistical import NgramModel, read_corpus
+from engine.classifier.statistical import read_corpus
 
 from ..conftest import POLICIES
 
@@ -65,7 +65,7 @@ def test_a_verdict_never_depends_on_other_messages_text(data, others):
 
 
 _small = _rows[::4]
-_model = NgramModel().fit([ClassifierInput.from_corpus(r) for r in _small], [r["category"] for r in _small])
+_model = classifier_for(_policies).train([ClassifierInput.from_corpus(r) for r in _small], [r["category"] for r in _small])
 
 
 @settings(max_examples=10)
@@ -76,7 +76,7 @@ def test_classification_is_deterministic_in_any_order(order, with_model):
     items = [ClassifierInput.from_corpus(_rows[i]) for i in order]
     base = classifier_for(_policies)
     shared = base.with_model(_model if with_model else None)
-    again = NgramModel().fit([ClassifierInput.from_corpus(r) for r in _small], [r["category"] for r in _small]) \
+    again = base.train([ClassifierInput.from_corpus(r) for r in _small], [r["category"] for r in _small]) \
         if with_model else None
     fresh = Classifier(base.config).with_model(again)
     first = {i: shared.classify(item) for i, item in zip(order, items)}

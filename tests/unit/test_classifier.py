@@ -244,7 +244,7 @@ def test_classify_input_error(tmp_path):
 # ---- the n-gram model and the blend ---------------------------------------------------------
 
 
-def test_model_margins_equal_sklearn():
+def test_model_margins_equal_sklearn(clf):
     """The per-message scoring path computes what sklearn's pipeline would."""
     import numpy as np
     from scipy.sparse import hstack
@@ -254,17 +254,16 @@ def test_model_margins_equal_sklearn():
     from engine.classifier.statistical import NgramModel
 
     rows = read_corpus(CORPUS)[::3]
-    items = [ClassifierInput.from_corpus(r) for r in rows]
+    texts = [clf.reading(ClassifierInput.from_corpus(r))[2] for r in rows]
     labels = [r["category"] for r in rows]
-    model = NgramModel(0.5, 4.0).fit(items, labels)
+    model = NgramModel(0.5, 4.0).fit(texts, labels)
     vectorizers = (
         TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
         TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2),
     )
-    texts = [i.model_text().lower() for i in items]
     matrix = hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
     expected = LinearSVC(C=0.5, random_state=0).fit(matrix, labels).decision_function(matrix)
-    got = np.array([model.margins(i, i.text) for i in items])
+    got = np.array([model.margins(t) for t in texts])
     assert np.allclose(got, expected, atol=1e-9)
 
 
@@ -274,7 +273,7 @@ class _Opinion:
     def __init__(self, **chosen):
         self.chosen = chosen
 
-    def probabilities(self, item, text):
+    def probabilities(self, document):
         from engine.classifier import CATEGORIES
 
         rest = (1 - sum(self.chosen.values())) / (len(CATEGORIES) - len(self.chosen))
