@@ -60,7 +60,6 @@ class Inference:
 
 
 CLASSIFIER_POLICY = "classifier"
-CLASSIFIER_SOURCES = ("policies/classifier/vocabulary.yaml", "policies/classifier/labelled_corpus.jsonl")
 
 
 class Judge:
@@ -139,7 +138,7 @@ class Judge:
             if language[0] is not None:
                 update["language"] = language[0]
         effective = message.model_copy(update=update) if update else message
-        return effective, Inference(classification, language, classifier.config.label, CLASSIFIER_SOURCES)
+        return effective, Inference(classification, language, classifier.config.label, classifier.config.sources)
 
     def judge(self, message: Message, at: When = None, record: bool = True) -> Verdict:
         """The verdict for one message given the history so far; then remember it."""

@@ -152,6 +152,14 @@ class ClassifierConfig:
     def label(self) -> str:
         return f"{self.settings.id}+{self.vocabulary.id}"
 
+    @cached_property
+    def sources(self) -> tuple[str, ...]:
+        """What an inference rests on, named as a finding's sources: the settings, the
+        vocabulary and the training corpora (as `policies/classifier/<file>`)."""
+        prefix = f"{self.directory.parent.name}/{self.directory.name}"
+        files = ("classifier.yaml", self.settings.vocabulary, *(p.name for p in self.training))
+        return tuple(f"{prefix}/{name}" for name in files)
+
 
 def load_classifier_config(directory: Path) -> Optional[ClassifierConfig]:
     """The classifier of a policies directory (`classifier/`), or None when it has none."""
