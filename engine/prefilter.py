@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 import re._parser as sre_parse  # the stdlib's own regex parser (3.11, 3.12)
 from re._casefix import _EXTRA_CASES  # characters IGNORECASE equates beyond lower()
-from re._constants import ATOMIC_GROUP, BRANCH, LITERAL, MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT, SUBPATTERN
+from re._constants import (ASSERT, ASSERT_NOT, AT, ATOMIC_GROUP, BRANCH, LITERAL, MAX_REPEAT, MIN_REPEAT,
+                           POSSESSIVE_REPEAT, SUBPATTERN)
 from typing import Iterable, Optional
 
 # Each class of characters that IGNORECASE equates (after lower()) maps to its smallest member.
@@ -64,6 +65,8 @@ def _sequence(items) -> Optional[frozenset[str]]:
         if op is LITERAL:
             run.append(chr(av))
             continue
+        if op in (AT, ASSERT, ASSERT_NOT):
+            continue  # zero-width: the characters on either side are adjacent in any match
         close_run()
         if op is SUBPATTERN:
             found = _sequence(av[-1])
@@ -74,7 +77,7 @@ def _sequence(items) -> Optional[frozenset[str]]:
         elif op in (MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT):
             low, _high, body = av
             found = _sequence(body) if low >= 1 else None
-        else:  # classes, any, anchors, lookarounds, backreferences: nothing required
+        else:  # classes, any, backreferences: nothing required
             found = None
         if found:
             candidates.append(found)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import repeat
 from pathlib import Path
 from typing import Sequence
 
@@ -71,12 +72,14 @@ class NgramModel:
             # tf-idf with sublinear tf, l2-normalised per block, as TfidfVectorizer does
             # (n-grams in order of first occurrence: a fixed summation order).
             grams = Counter(analyze(doc))
-            found = [(j, c) for j, c in zip(map(columns.get, grams), grams.values()) if j is not None]
-            if not found:
+            # Column of each n-gram (-1: not in the vocabulary), looked up in C by map/fromiter.
+            index = np.fromiter(map(columns.get, grams, repeat(-1)), dtype=np.intp, count=len(grams))
+            known = index >= 0
+            if not known.any():
                 continue
-            index, counts = zip(*found)
-            index = list(index)
-            values = (1.0 + np.log(np.array(counts, dtype=float))) * idf[index]
+            index = index[known]
+            counts = np.fromiter(grams.values(), dtype=float, count=len(grams))[known]
+            values = (1.0 + np.log(counts)) * idf[index]
             values /= math.sqrt(float(values @ values))
             scores += values @ coef[index]
         return scores.tolist()

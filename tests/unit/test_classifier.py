@@ -96,6 +96,28 @@ def test_phrase_regex_edges_stems_and_cjk():
     assert re.search(phrase_regex("engrav*"), "the engraving text", re.I)
     assert not re.search(phrase_regex("engrav*"), "reengrave", re.I)
     assert re.search(phrase_regex("名入れ"), "ご注文の名入れ内容")
+    assert [m.span() for m in re.finditer(phrase_regex("a review"), "a review, Ba review, (a  review")] == [(0, 8), (22, 31)]
+
+
+def test_phrase_regex_matches_as_a_leading_word_edge_would(clf):
+    """The word-edge assertion sits after the first letter (for speed); every phrase of the
+    vocabulary finds the same spans as with the plain leading (?<!\\w), on every corpus text."""
+    def plain(phrase: str) -> str:
+        stem = phrase.endswith("*")
+        body = r"\s+".join(re.escape(w) for w in phrase.rstrip("*").split())
+        first, last = phrase[:1], phrase.rstrip("*")[-1:]
+        start = r"(?<!\w)" if first.isascii() and first.isalnum() else ""
+        end = "" if stem else (r"(?!\w)" if last.isascii() and last.isalnum() else "")
+        return start + body + (r"\w*" if stem else "") + end
+
+    phrases = sorted({p for cv in clf.config.vocabulary.categories.values() for g in cv.terms
+                      for ps in g.phrases.values() for p in ps})
+    texts = [ClassifierInput.from_corpus(r).text for r in read_corpus(CORPUS)[::6]]
+    texts.append("xengraving a review (engraving) _engrave 9engrave é-engrave")
+    for phrase in phrases:
+        fast, slow = re.compile(phrase_regex(phrase), re.I), re.compile(plain(phrase), re.I)
+        for text in texts:
+            assert [m.span() for m in fast.finditer(text)] == [m.span() for m in slow.finditer(text)], phrase
 
 
 # ---- classification ---------------------------------------------------------------------
