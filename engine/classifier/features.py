@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Optional
 
 from ..detectors import body_text
@@ -43,17 +44,22 @@ class ClassifierInput:
         return cls(row.get("subject") or "", row.get("body") or "", row.get("channel") or "email",
                    bool(row.get("is_reply") or row.get("reply_to")), kinds)
 
+    @cached_property
+    def readable_body(self) -> str:
+        """The body as text (HTML reduced to its text), computed once."""
+        return body_text(self.body)
+
     @property
     def text(self) -> str:
-        """Subject and readable body, the text phrases are looked for in."""
-        return self.subject + "\n" + body_text(self.body)
+        """Subject and readable body: the whole message as text."""
+        return self.subject + "\n" + self.readable_body
 
     def own_text(self, quote_starts: Optional[re.Pattern] = None) -> str:
         """The seller's own words, which tell the message's purpose: `text` without the
-        buyer's that a reply carries (`>` lines, <blockquote>, everything from a line
+        buyer's words a reply carries (`>` lines, <blockquote>, everything from a line
         matching `quote_starts` on) and, on a reply, without the subject (the buyer's topic)."""
-        body = _BLOCKQUOTE.sub("\n", self.body) if "<" in self.body else self.body
-        body = body_text(body)
+        quoted_html = "<" in self.body and _BLOCKQUOTE.search(self.body)
+        body = body_text(_BLOCKQUOTE.sub("\n", self.body)) if quoted_html else self.readable_body
         if quote_starts is not None:
             start = quote_starts.search(body)
             if start:
@@ -82,7 +88,6 @@ class ClassifierInput:
         elif words >= LONG_WORDS:
             found.add("long")
         return found
-
 
 
 def model_document(own_text: str, features: set[str]) -> str:
