@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """The trained n-gram model is cached in a directory of the test run's own, never the user's,
+    so a run neither depends on nor leaves state (subprocesses inherit the variable)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MSGPOLICY_CACHE_DIR", str(tmp_path_factory.mktemp("model-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def policies():
     return load_policies(POLICIES)

@@ -53,7 +53,7 @@ class Classifier:
         self._model = None
         self._lock = threading.Lock()
 
-    # -- the statistical second opinion (lazy: scikit-learn is imported on first use) --
+    # -- the statistical second opinion (lazy: loaded from the cache, or trained on first use) --
 
     def model(self):
         if self._model is not None:
@@ -63,12 +63,16 @@ class Classifier:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    from .statistical import read_corpus
+                    from .modelcache import cached_model
 
-                    rows = [r for path in self.config.training for r in read_corpus(path)]
-                    self._model = self.train([ClassifierInput.from_corpus(r) for r in rows],
-                                             [r["category"] for r in rows])
+                    self._model = cached_model(self.config, self._train_on_corpora)
         return self._model
+
+    def _train_on_corpora(self):
+        from .statistical import read_corpus
+
+        rows = [r for path in self.config.training for r in read_corpus(path)]
+        return self.train([ClassifierInput.from_corpus(r) for r in rows], [r["category"] for r in rows])
 
     def train(self, items, labels):
         """A statistical model trained on these inputs (what the engine does on first use)."""

@@ -1,13 +1,16 @@
 """The second opinion: a linear model over word and character n-grams.
 
-Trained in-process on first use from the labelled corpora that classifier.yaml
-names (about a second for the shipped ~540 messages); nothing is downloaded and
-no weights are shipped. scikit-learn is imported here only, so judging
-labelled records never pays for it.
+Trained in-process from the labelled corpora that classifier.yaml names (about
+4 s for the shipped 1,540 messages); nothing is downloaded and no weights are
+shipped. The trained weights are kept in a local cache (modelcache.py), so
+later runs load them instead of training. scikit-learn is imported for
+training only: scoring uses the analyzers below and numpy, so neither a
+labelled record nor a cached model pays for its import (~1.4 s).
 """
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from itertools import repeat
 from pathlib import Path
@@ -31,6 +34,44 @@ def read_corpus(path: Path) -> list[dict]:
     return rows
 
 
+# The n-grams of scikit-learn's TfidfVectorizer(analyzer="word", ngram_range=(1, 2),
+# token_pattern=r"(?u)\b\w+\b") and (analyzer="char_wb", ngram_range=(2, 4)), in
+# the same order; the model is trained with these very functions.
+# tests/unit/test_classifier.py compares them with scikit-learn's on the corpora.
+_TOKEN = re.compile(r"(?u)\b\w+\b")
+_SPACE_RUNS = re.compile(r"\s\s+")
+
+
+def word_ngrams(doc: str) -> list[str]:
+    """Lower-cased word unigrams, then bigrams."""
+    tokens = _TOKEN.findall(doc.lower())
+    grams = list(tokens)
+    grams.extend(map(" ".join, zip(tokens, tokens[1:])))
+    return grams
+
+
+def char_wb_ngrams(doc: str) -> list[str]:
+    """Lower-cased character 2-4-grams inside each space-padded word."""
+    grams = []
+    append = grams.append
+    for word in _SPACE_RUNS.sub(" ", doc.lower()).split():
+        word = f" {word} "
+        length = len(word)
+        for n in (2, 3, 4):
+            offset = 0
+            append(word[:n])
+            while offset + n < length:
+                offset += 1
+                append(word[offset:offset + n])
+            if offset == 0:  # a word shorter than n counts once
+                break
+    return grams
+
+
+ANALYZERS = (word_ngrams, char_wb_ngrams)
+MIN_DF = (1, 2)
+
+
 class NgramModel:
     """LinearSVC over tf-idf word 1-2-grams and char 2-4-grams; margins → probabilities by softmax."""
 
@@ -43,10 +84,8 @@ class NgramModel:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC
 
-        vectorizers = (
-            TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2),
-        )
+        vectorizers = [TfidfVectorizer(analyzer=analyze, sublinear_tf=True, min_df=min_df)
+                       for analyze, min_df in zip(ANALYZERS, MIN_DF)]
         matrix = hstack([v.fit_transform(documents) for v in vectorizers]).tocsr()
         svm = LinearSVC(C=self.C, random_state=0).fit(matrix, list(labels))  # liblinear shuffles: fixed seed
         self._classes = [str(c) for c in svm.classes_]
@@ -56,12 +95,41 @@ class NgramModel:
         coef = svm.coef_.T
         self._blocks = []
         offset = 0
-        for v in vectorizers:
+        for analyze, v in zip(ANALYZERS, vectorizers):
             columns = dict(v.vocabulary_)
-            self._blocks.append((v.build_analyzer(), columns, v.idf_.copy(), coef[offset:offset + len(columns)].copy()))
+            self._blocks.append((analyze, columns, v.idf_.copy(), coef[offset:offset + len(columns)].copy()))
             offset += len(columns)
         self._intercept = svm.intercept_.copy()
         return self
+
+    # -- the trained weights as plain arrays (no pickle: a cache file is data, never code) --
+
+    def save(self, path: Path) -> None:
+        import numpy as np
+
+        arrays = {"classes": np.array(self._classes), "intercept": self._intercept}
+        for i, (_, columns, idf, coef) in enumerate(self._blocks):
+            arrays[f"terms{i}"] = np.array(sorted(columns, key=columns.__getitem__))
+            arrays[f"idf{i}"], arrays[f"coef{i}"] = idf, coef
+        with open(path, "wb") as out:
+            np.savez(out, **arrays)
+
+    @classmethod
+    def load(cls, path: Path, C: float, scale: float) -> "NgramModel":
+        import numpy as np
+
+        model = cls(C, scale)
+        with np.load(path, allow_pickle=False) as arrays:
+            model._classes = [str(c) for c in arrays["classes"].tolist()]
+            model._intercept = arrays["intercept"]
+            model._blocks = []
+            for i, analyze in enumerate(ANALYZERS):
+                terms = arrays[f"terms{i}"].tolist()
+                coef = arrays[f"coef{i}"]
+                if coef.shape != (len(terms), len(model._classes)):
+                    raise ValueError(f"{path}: coef{i} has shape {coef.shape}")
+                model._blocks.append((analyze, dict(zip(terms, range(len(terms)))), arrays[f"idf{i}"], coef))
+        return model
 
     def margins(self, doc: str) -> list[float]:
         """The SVM's decision value per class (order of `_classes`), as sklearn would compute it."""

@@ -338,6 +338,113 @@ def test_model_margins_equal_sklearn(clf):
     assert np.allclose(got, expected, atol=1e-9)
 
 
+def test_analyzers_give_sklearns_ngrams(clf):
+    """The model trains and scores with its own analyzers (no scikit-learn import to score):
+    they give scikit-learn's n-grams, in its order, on every training document."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from engine.classifier.statistical import char_wb_ngrams, word_ngrams
+
+    words = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b").build_analyzer()
+    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)).build_analyzer()
+    documents = [clf.reading(ClassifierInput.from_corpus(r))[2] for path in clf.config.training for r in read_corpus(path)]
+    documents += ["", " ", "a", "ab", "  a\t\tb \n c  ", "Straße ÄÖÜ", "日本語のテキスト", "don't-stop 1-2 a_b"]
+    assert len(documents) > 1500
+    assert [word_ngrams(d) for d in documents] == [words(d) for d in documents]
+    assert [char_wb_ngrams(d) for d in documents] == [chars(d) for d in documents]
+
+
+# ---- the trained model's cache ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_model(clf):
+    from engine.classifier.statistical import NgramModel
+
+    rows = read_corpus(CORPUS)[::4]
+    documents = [clf.reading(ClassifierInput.from_corpus(r))[2] for r in rows]
+    return NgramModel(0.5, 4.0).fit(documents, [r["category"] for r in rows]), documents
+
+
+def test_saved_model_scores_exactly_as_trained(tmp_path, clf, small_model):
+    import numpy as np
+
+    from engine.classifier.statistical import NgramModel
+
+    model, documents = small_model
+    model.save(tmp_path / "m.npz")
+    loaded = NgramModel.load(tmp_path / "m.npz", 0.5, 4.0)
+    documents = documents + [clf.reading(ClassifierInput.from_corpus(r))[2] for r in read_corpus(CORPUS)[1::4]]
+    assert np.array_equal(np.array([loaded.margins(d) for d in documents]),
+                          np.array([model.margins(d) for d in documents]))  # bit for bit
+    # n-grams with edge spaces survive the round trip (numpy strips only NULs)
+    assert any(t.endswith(" ") for t in loaded._blocks[1][1]) and loaded._blocks[1][1] == model._blocks[1][1]
+
+
+class _Trainer:
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.model
+
+
+def _config_variant(clf, digest):
+    from engine.classifier.config import ClassifierConfig
+
+    c = clf.config
+    return ClassifierConfig(c.directory, c.settings, c.vocabulary, c.training, digest)
+
+
+def test_model_cache_trains_once_then_loads(tmp_path, monkeypatch, clf, small_model):
+    from engine.classifier.modelcache import cached_model
+
+    model, documents = small_model
+    monkeypatch.setenv("MSGPOLICY_CACHE_DIR", str(tmp_path / "cache"))
+    trainer = _Trainer(model)
+    first = cached_model(clf.config, trainer)
+    second = cached_model(clf.config, trainer)
+    assert trainer.calls == 1 and first is model and second is not model
+    assert [second.margins(d) for d in documents[:50]] == [model.margins(d) for d in documents[:50]]
+    # Anything the weights depend on (here: the classifier's files) names another file: trained anew.
+    cached_model(_config_variant(clf, "another corpus"), trainer)
+    assert trainer.calls == 2 and len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_model_cache_replaces_a_damaged_file_and_keeps_the_newest(tmp_path, monkeypatch, clf, small_model):
+    from engine.classifier import modelcache
+
+    model, _ = small_model
+    monkeypatch.setenv("MSGPOLICY_CACHE_DIR", str(tmp_path))
+    trainer = _Trainer(model)
+    modelcache.cached_model(clf.config, trainer)
+    [path] = tmp_path.glob("*.npz")
+    path.write_bytes(path.read_bytes()[:1000])
+    assert modelcache.cached_model(clf.config, trainer) is model and trainer.calls == 2
+    assert modelcache.cached_model(clf.config, trainer) is not model and trainer.calls == 2
+    for n in range(modelcache.KEEP + 2):
+        modelcache.cached_model(_config_variant(clf, f"variant {n}"), trainer)
+    kept = list(tmp_path.glob("*.npz"))
+    assert len(kept) == modelcache.KEEP
+    assert modelcache.cache_directory() / f"ngram-model-{modelcache.model_key(_config_variant(clf, 'variant 5'))}.npz" in kept
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_model_cache_off_or_unwritable_still_gives_the_model(tmp_path, monkeypatch, clf, small_model):
+    from engine.classifier.modelcache import cached_model
+
+    model, _ = small_model
+    trainer = _Trainer(model)
+    monkeypatch.setenv("MSGPOLICY_CACHE_DIR", "off")
+    assert cached_model(clf.config, trainer) is model and cached_model(clf.config, trainer) is model
+    assert trainer.calls == 2
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("MSGPOLICY_CACHE_DIR", str(blocker / "cache"))
+    assert cached_model(clf.config, trainer) is model and trainer.calls == 3
+
+
 class _Opinion:
     """A stand-in second opinion with fixed probabilities for a few categories (the rest share what is left)."""
 
