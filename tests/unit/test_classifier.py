@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -443,6 +444,17 @@ def test_model_cache_off_or_unwritable_still_gives_the_model(tmp_path, monkeypat
     blocker.write_text("not a directory")
     monkeypatch.setenv("MSGPOLICY_CACHE_DIR", str(blocker / "cache"))
     assert cached_model(clf.config, trainer) is model and trainer.calls == 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG_CACHE_HOME is where Linux keeps caches")
+def test_model_cache_lives_in_the_user_cache_directory_by_default(monkeypatch):
+    from engine.classifier.modelcache import cache_directory
+
+    monkeypatch.delenv("MSGPOLICY_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere/cache")
+    assert cache_directory() == Path("/somewhere/cache/msgpolicy")
+    monkeypatch.setenv("MSGPOLICY_CACHE_DIR", "/elsewhere")
+    assert cache_directory() == Path("/elsewhere")
 
 
 class _Opinion:
