@@ -5,7 +5,7 @@
 
 Development data: every corpus classifier.yaml trains the model on
 (policies/classifier/labelled_corpus.jsonl, dev_corpus.jsonl, extra_corpus.jsonl;
-1,840 messages on 2026-11-23). bench/classify/heldout.jsonl is a blind set of
+2,300 messages on 2026-11-23). bench/classify/heldout.jsonl is a blind set of
 300 (see README.md): score it with --heldout, never tune on it. What is scored where:
 
 * `model`      the n-gram model alone, k-fold CV over the development data,

@@ -1,7 +1,7 @@
 """The second opinion: a linear model over word and character n-grams.
 
 Trained in-process from the labelled corpora that classifier.yaml names (about
-4 s for the shipped 1,840 messages); nothing is downloaded and no weights are
+5 s for the shipped 2,300 messages); nothing is downloaded and no weights are
 shipped. The trained weights are kept in a local cache (modelcache.py), so
 later runs load them instead of training. scikit-learn is imported for
 training only: scoring uses the analyzers below and numpy, so neither a
