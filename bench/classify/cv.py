@@ -227,6 +227,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-cv", action="store_true", help="only the --heldout files (and --throughput)")
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--matrix", action="store_true", help="print the blend's CV confusion matrix")
+    ap.add_argument("--split-ids", metavar="PREFIX", action="append", default=[],
+                    help="also print the blend's CV figures for the messages whose id starts with PREFIX "
+                         "and for the rest (e.g. t5- for a set written for one boundary); repeatable")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -245,6 +248,13 @@ def main(argv=None) -> int:
         print(show_decisions(cv["blend"]["decisions"]))
         if args.matrix:
             print(confusion_matrix([r["category"] for r in rows], cv["blend_predictions"]))
+        for prefix in args.split_ids:
+            inside = [str(r.get("id", "")).startswith(prefix) for r in rows]
+            for label, keep in ((f"blend, ids {prefix}*", True), (f"blend, other ids", False)):
+                part = [i for i, flag in enumerate(inside) if flag == keep]
+                figures = metrics([rows[i]["category"] for i in part], [cv["blend_predictions"][i] for i in part])
+                report["cv"].setdefault("split", {})[label] = figures
+                print(show(label, figures))
     training = rows
     for path in args.heldout:
         held = read_corpus(path)
