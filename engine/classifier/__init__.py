@@ -60,12 +60,11 @@ class Classifier:
             return self._model
         if not self.settings.model.enabled or not self.config.training:
             return None
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    from .modelcache import cached_model
+        with self._lock:
+            if self._model is None:
+                from .modelcache import cached_model
 
-                    self._model = cached_model(self.config, self._train_on_corpora)
+                self._model = cached_model(self.config, self._train_on_corpora)
         return self._model
 
     def _train_on_corpora(self):

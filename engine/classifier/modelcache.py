@@ -2,8 +2,8 @@
 
 Training takes about 4 s and importing scikit-learn another 1.4 s: without a
 cache, every `check` or `classify` of a raw record paid both. The cache file
-is named after everything the weights depend on (the classifier's files, the
-model settings, the code that builds and scores the documents, and the
+is named after everything the weights depend on (the classifier's files with
+its settings, the code that builds and scores the documents, and the
 versions of the training libraries), so a changed corpus, setting or library
 trains anew and a stale file is never read. Files are plain numpy arrays,
 loaded without pickle.
@@ -39,9 +39,7 @@ def cache_directory() -> Optional[Path]:
 
 def model_key(config) -> str:
     digest = hashlib.sha256()
-    digest.update(config.digest.encode())
-    digest.update(config.settings.model.model_dump_json().encode())
-    digest.update(config.settings.model_dump_json(include={"quoted_reply_starts"}).encode())
+    digest.update(config.digest.encode())  # classifier.yaml (so every setting), vocabulary, corpora
     here = Path(__file__).parent
     for name in _SOURCES:
         digest.update((here / name).read_bytes())
