@@ -1,0 +1,139 @@
+"""What earlier records tell about later ones, for a whole stream at once.
+
+The same answers as `engine.audit.BoundedHistory` gives one record at a time,
+computed with sorts, windows per buyer or order and as-of joins:
+
+* **out of order**: a message sent before the latest instant already applied
+  for its buyer;
+* **opt-out state**: the message's own value, else the latest buyer event
+  applied before it in the file (the state before that event when the event
+  is not before `sent_at`);
+* **quoted replies**: `reply_to` names a buyer message earlier in the file,
+  of the same buyer, whose normalised text the body contains;
+* **prior counts**: earlier counting seller messages of the same order (or
+  buyer).
+
+State not touched for `horizon` seconds of log time is forgotten (the log
+clock is the latest timestamp read so far, every line counted). Where that
+forgetting could change an answer (a buyer or an order idle longer than the
+horizon), the keys concerned are replayed one record at a time with the
+streaming rules; everywhere else the window answer is the same by
+construction.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import polars as pl
+
+from ..facts import normalise_for_quote
+
+
+def out_of_order(records: pl.DataFrame, horizon: float) -> pl.Series:
+    """For every record (messages and events, in stream order): the message is out of order."""
+    prev = pl.col("t").shift(1).cum_max().over("buyer_id")
+    frame = records.select("pos", "buyer_id", "t", "clock", "is_message",
+                           prev.alias("prev_max"))
+    late = (frame["t"] < frame["prev_max"]).fill_null(False) & frame["is_message"]
+    reset = (frame["prev_max"] < frame["clock"] - horizon).fill_null(False)
+    doubtful = frame.filter(pl.col("buyer_id").is_in(frame.filter(reset)["buyer_id"].unique().implode())
+                            & pl.col("buyer_id").is_in(frame.filter(late)["buyer_id"].unique().implode()))
+    if doubtful.is_empty():
+        return late
+    late = late.to_list()
+    index = {p: i for i, p in enumerate(frame["pos"].to_list())}
+    last: dict[str, Optional[float]] = {}
+    for pos, buyer, t, clock, is_message in doubtful.select("pos", "buyer_id", "t", "clock", "is_message").iter_rows():
+        seen = last.get(buyer)
+        if seen is not None and seen < clock - horizon:
+            seen = None
+        if is_message:
+            late[index[pos]] = seen is not None and t < seen
+        last[buyer] = t if seen is None or t > seen else seen
+    return pl.Series(late, dtype=pl.Boolean)
+
+
+def opted_out(messages: pl.DataFrame, events: pl.DataFrame) -> pl.Series:
+    """The opt-out state each message is judged with (None: unknown)."""
+    own = messages["buyer_opted_out"]
+    if events.is_empty():
+        return own
+    ev = events.select(
+        "pos", "buyer_id", pl.col("t").alias("ev_at"), pl.col("ev_state"),
+        pl.col("ev_state").shift(1).over("buyer_id").alias("ev_prev"),
+    ).sort("pos")
+    joined = messages.select("pos", "buyer_id", "t").sort("pos").join_asof(
+        ev, on="pos", by="buyer_id", strategy="backward")
+    derived = pl.when(pl.col("ev_at").is_null()).then(None) \
+        .when(pl.col("ev_at") >= pl.col("t")).then(pl.col("ev_prev")) \
+        .otherwise(pl.col("ev_state"))
+    state = joined.select(derived.alias("s"))["s"]
+    return pl.select(pl.lit(own).fill_null(pl.lit(state))).to_series()
+
+
+def quotes(messages: pl.DataFrame, horizon: float) -> pl.Series:
+    """Whether each message quotes the buyer message it names (None: that message is not known)."""
+    out: list[Optional[bool]] = [False] * len(messages)
+    replies = messages.with_row_index("row").filter(pl.col("reply_to").is_not_null())
+    if replies.is_empty():
+        return pl.Series(out, dtype=pl.Boolean)
+    buyer_msgs = messages.filter(pl.col("initiated_by") == "buyer").select(
+        pl.col("message_id").alias("reply_to"), pl.col("buyer_id").alias("b_buyer"),
+        pl.col("t").alias("b_t"), pl.col("pos").alias("b_pos"), pl.col("body").alias("b_body"))
+    joined = replies.select("row", "pos", "reply_to", "buyer_id", "body", "clock").join(
+        buyer_msgs, on="reply_to", how="left")
+    normalised: dict[str, str] = {}
+    for row, pos, _reply, buyer, body, clock, b_buyer, b_t, b_pos, b_body in joined.iter_rows():
+        if b_pos is None or b_pos > pos or b_t < clock - horizon:
+            out[row] = None  # the answered message is not (or no longer) in the history
+            continue
+        if b_buyer != buyer:
+            out[row] = False
+            continue
+        text = normalised.get(b_body)
+        if text is None:
+            text = normalised[b_body] = normalise_for_quote(b_body)
+        out[row] = True if not text else text in normalise_for_quote(body)
+    return pl.Series(out, dtype=pl.Boolean)
+
+
+def prior_counts(messages: pl.DataFrame, spec, counting: pl.Expr, possible: pl.Expr,
+                 horizon: float) -> pl.DataFrame:
+    """(count, first, possible) before each message for one prior_count detector."""
+    key = "order_id" if spec.scope == "order" else "buyer_id"
+    frame = messages.select(
+        "pos", "message_id", "t", "clock", pl.col(key).alias("key"),
+        counting.alias("def"), possible.alias("poss"))
+    frame = frame.with_columns(
+        count=pl.col("def").cast(pl.Int64).cum_sum().shift(1, fill_value=0).over("key"),
+        maybe=pl.col("poss").cast(pl.Int64).cum_sum().shift(1, fill_value=0).over("key"),
+        first=pl.when(pl.col("def") & (pl.col("def").cast(pl.Int64).cum_sum() == 1))
+        .then(pl.col("message_id")).shift(1).forward_fill().over("key"),
+        touch=pl.when(pl.col("def") | pl.col("poss")).then(pl.col("t")).shift(1).cum_max().over("key"),
+    )
+    reset = (frame["touch"] < frame["clock"] - horizon).fill_null(False)
+    flagged = frame.filter(reset)["key"].unique()
+    out = frame.select("count", "first", "maybe")
+    if flagged.is_empty():
+        return out
+    counts, firsts, maybes = (out[c].to_list() for c in ("count", "first", "maybe"))
+    state: dict[str, list] = {}
+    rows = frame.with_row_index("row").filter(pl.col("key").is_in(flagged.implode()))
+    for row, mid, t, clock, k, is_def, is_poss in rows.select(
+            "row", "message_id", "t", "clock", "key", "def", "poss").iter_rows():
+        s = state.get(k)
+        if s is not None and s[3] < clock - horizon:
+            s = None
+        counts[row], firsts[row], maybes[row] = (s[0], s[1], s[2]) if s is not None else (0, None, 0)
+        if is_def or is_poss:
+            if s is None:
+                s = [0, None, 0, t]
+            if is_def:
+                s[0] += 1
+                s[1] = s[1] or mid
+            else:
+                s[2] += 1
+            s[3] = t if t > s[3] else s[3]
+            state[k] = s
+    return pl.DataFrame({"count": counts, "first": firsts, "maybe": maybes},
+                        schema={"count": pl.Int64, "first": pl.String, "maybe": pl.Int64})

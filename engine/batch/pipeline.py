@@ -1,0 +1,725 @@
+"""The batch audit engine: a whole log as columns, each distinct fact vector decided once.
+
+Stages, one way (each a function below, timed in `Stages`):
+
+1. **read + validate** (`_load`): JSON Lines are decoded and validated in bulk
+   (engine.batch.decode); CSV, Parquet and mapped exports, and every line the
+   bulk path cannot vouch for, are validated one by one by the pydantic models,
+   exactly as `check` does. Unknown marketplaces and repeated message_ids are
+   rejected as in the streaming audit.
+2. **history** (engine.batch.history): out-of-order flags, opt-out state,
+   quoted replies and prior counts, by windows per buyer and order.
+3. **inference**: the classifier and language detection, only for the records
+   that lack a category or a language a rule in force reads.
+4. **text detectors** (engine.batch.texts): native masks, exact Python
+   patterns on the rows they let through.
+5. **decide**: the distinct fact vectors of each set of versions in force go
+   to durable_rules (through `Judge.decide_rules`, with its completions of
+   unknown facts); every message joins back to its decision.
+6. **render + write**: a decision's result line is rendered once; messages
+   whose findings quote their own evidence, or carry inference notes, are
+   rendered one by one with the streaming audit's renderer.
+
+The answers are those of `engine.audit`'s streaming path, byte for byte
+(tests/audit/test_batch_equivalence.py).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import orjson
+import polars as pl
+
+from .. import __version__
+from ..audit import (_NO_POLICY, _POINTS, ORDERS_KEPT, AuditConfig, AuditJudge, AuditResult, Summary, _mapped,
+                     _Plan, log_time, sha256_file, stream_items, write_results)
+from ..detectors import (AttachmentsDetector, FieldDetector, LanguageMatchDetector, PriorCountDetector,
+                         WindowDetector, _primary)
+from ..facts import MessageFacts
+from ..io import InputError, to_record
+from ..model import BuyerEvent, Message, Outcome
+from ..timeline import in_force_on, local_noon, marketplace_zone
+from . import history
+from .decode import EVENT_FIELDS, MESSAGE_FIELDS, classify_rows, decode, iso_text, line_bytes, read_lines
+from .texts import TEXT_KINDS, Views
+
+_DAY_US = 86_400_000_000
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MICRO = dt.timedelta(microseconds=1)
+
+
+@dataclass
+class Stages:
+    """Seconds spent in each stage (wall), for bench/audit_bench.py."""
+
+    seconds: dict = field(default_factory=dict)
+    _start: float = field(default_factory=time.perf_counter)
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._start
+        self._start = now
+
+
+# ---- 1. read + validate -----------------------------------------------------------------
+
+_MESSAGE_SCHEMA = {
+    "pos": pl.Int64, "file": pl.Int32, "line": pl.Int64, "message_id": pl.String, "order_id": pl.String,
+    "buyer_id": pl.String, "sent_us": pl.Int64, "sent_iso": pl.String, "marketplace": pl.String,
+    "initiated_by": pl.String, "reply_to": pl.String, "channel": pl.String, "subject": pl.String,
+    "body": pl.String, "category": pl.String, "buyer_opted_out": pl.Boolean, "delivered_us": pl.Int64,
+    "order_placed_us": pl.Int64, "language": pl.String, "buyer_language": pl.String,
+    "handmade": pl.Boolean, "slow": pl.Boolean,
+}
+_EVENT_SCHEMA = {"pos": pl.Int64, "buyer_id": pl.String, "at_us": pl.Int64, "ev_state": pl.Boolean}
+
+
+def _us(value: Optional[dt.datetime]) -> Optional[int]:
+    return None if value is None else (value - _EPOCH) // _MICRO
+
+
+def _message_row(pos: int, file: int, line: int, m: Message) -> dict:
+    return {
+        "pos": pos, "file": file, "line": line, "message_id": m.message_id, "order_id": m.order_id,
+        "buyer_id": m.buyer_id, "sent_us": _us(m.sent_at), "sent_iso": m.sent_at.isoformat(),
+        "marketplace": m.marketplace, "initiated_by": m.initiated_by.value, "reply_to": m.reply_to,
+        "channel": m.channel.value, "subject": m.subject, "body": m.body,
+        "category": m.category.value if m.category is not None else None,
+        "buyer_opted_out": m.buyer_opted_out, "delivered_us": _us(m.delivered_at),
+        "order_placed_us": _us(m.order_placed_at), "language": m.language, "buyer_language": m.buyer_language,
+        "handmade": m.handmade, "slow": True,
+    }
+
+
+@dataclass
+class _Loaded:
+    messages: pl.DataFrame
+    events: pl.DataFrame
+    rejects: list  # (pos, InputError)
+    clock: pl.DataFrame  # pos, lt (log time of every non-blank line, None where it has none)
+    ids: pl.DataFrame  # pos, mid: every non-blank line's string message_id (for duplicates)
+    objects: dict  # pos → Message, for the records validated one by one
+    raw: dict  # file index → (bytes, offsets) of JSON Lines files read in bulk
+    blank: int = 0
+    read: int = 0
+
+
+def _fast_frames(raw: pl.DataFrame, file: int, base: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def text(name, default=None):
+        col = pl.col(f"s_{name}")
+        return pl.when(pl.col(f"t_{name}").is_null()).then(pl.lit(default, dtype=pl.String)) \
+            .when(pl.col(f"t_{name}") == "NULL").then(None).otherwise(col)
+
+    msgs = raw.filter(pl.col("fast") == "message").select(
+        (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.lit(file, dtype=pl.Int32).alias("file"),
+        (pl.col("index").cast(pl.Int64) + 1).alias("line"),
+        pl.col("s_message_id").alias("message_id"), pl.col("s_order_id").alias("order_id"),
+        pl.col("s_buyer_id").alias("buyer_id"), pl.col("us_sent_at").alias("sent_us"),
+        iso_text("s_sent_at").alias("sent_iso"),
+        *(text(n, MESSAGE_FIELDS[n].default).alias(n) for n in
+          ("marketplace", "initiated_by", "reply_to", "channel", "subject", "body", "category")),
+        *(pl.when(pl.col(f"t_{n}") == "BOOLEAN").then(pl.col(f"s_{n}") == "true").otherwise(None).alias(n)
+          for n in ("buyer_opted_out",)),
+        pl.col("us_delivered_at").alias("delivered_us"), pl.col("us_order_placed_at").alias("order_placed_us"),
+        text("language").alias("language"), text("buyer_language").alias("buyer_language"),
+        pl.when(pl.col("t_handmade") == "BOOLEAN").then(pl.col("s_handmade") == "true")
+        .otherwise(None).alias("handmade"),
+        pl.lit(False).alias("slow"),
+    )
+    events = raw.filter(pl.col("fast") == "event").select(
+        (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.col("s_buyer_id").alias("buyer_id"),
+        pl.col("us_at").alias("at_us"), (pl.col("s_type") == "buyer_opt_out").alias("ev_state"))
+    return msgs.cast(_MESSAGE_SCHEMA), events.cast(_EVENT_SCHEMA)
+
+
+def _load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
+    msg_frames, ev_frames, clocks, ids = [], [], [], []
+    rejects, objects, raws = [], {}, {}
+    slow_msgs, slow_events, slow_clock, slow_ids = [], [], [], []
+    blank = read = 0
+    base = 0
+    for file, path in enumerate(paths):
+        source = str(path)
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".csv", ".parquet") and mapping is None:
+            data, offsets = read_lines(Path(path))
+            raws[file] = (data, offsets)
+            frame = classify_rows(decode(data, offsets, extra_keys))
+            # Events that also carry sent_at (an extra field) take the per-line path: the log clock reads it.
+            frame = frame.with_columns(fast=pl.when((pl.col("fast") == "event") & pl.col("t_sent_at").is_not_null())
+                                       .then(None).otherwise(pl.col("fast")))
+            if extra_keys:
+                has_extra = pl.any_horizontal([pl.col(f"t_{k}").is_not_null() for k in extra_keys])
+                frame = frame.with_columns(fast=pl.when(has_extra).then(None).otherwise(pl.col("fast")))
+            n_lines = len(frame)
+            blanks = frame["blank"]
+            blank += int(blanks.sum())
+            read += n_lines - int(blanks.sum())
+            m, e = _fast_frames(frame, file, base)
+            msg_frames.append(m)
+            ev_frames.append(e)
+            fast_nonblank = frame.filter(pl.col("fast").is_not_null())
+            clocks.append(fast_nonblank.select(
+                (pl.col("index").cast(pl.Int64) + base).alias("pos"),
+                (pl.when(pl.col("fast") == "message").then(pl.col("us_sent_at")).otherwise(pl.col("us_at"))
+                 .cast(pl.Float64) / 1e6).alias("lt")))
+            ids.append(fast_nonblank.filter(pl.col("t_message_id") == "VARCHAR").select(
+                (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.col("s_message_id").alias("mid")))
+            slow = frame.filter(pl.col("fast").is_null() & ~pl.col("blank"))["index"].to_list()
+            for index in slow:
+                raw = line_bytes(data, offsets, index)
+                number = index + 1
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    obj = InputError(source, number, None, None, f"malformed JSON: {exc}")
+                _slow_item(base + index, file, number, obj, source, None, not_after,
+                           rejects, objects, slow_msgs, slow_events, slow_clock, slow_ids)
+            base += n_lines + 1
+            continue
+        count = 0
+        for number, obj, _ in stream_items(path):
+            count = max(count, number)
+            if obj is None:
+                blank += 1
+                continue
+            read += 1
+            if mapping is not None and isinstance(obj, dict):
+                obj = _mapped(obj, mapping)
+            _slow_item(base + number, file, number, obj, source, None, not_after,
+                       rejects, objects, slow_msgs, slow_events, slow_clock, slow_ids)
+        base += count + 1
+    if slow_msgs:
+        msg_frames.append(pl.DataFrame(slow_msgs, schema=_MESSAGE_SCHEMA))
+    if slow_events:
+        ev_frames.append(pl.DataFrame(slow_events, schema=_EVENT_SCHEMA, orient="row"))
+    if slow_clock:
+        clocks.append(pl.DataFrame(slow_clock, schema={"pos": pl.Int64, "lt": pl.Float64}, orient="row"))
+    if slow_ids:
+        ids.append(pl.DataFrame(slow_ids, schema={"pos": pl.Int64, "mid": pl.String}, orient="row"))
+    messages = pl.concat(msg_frames).sort("pos") if msg_frames else pl.DataFrame(schema=_MESSAGE_SCHEMA)
+    events = pl.concat(ev_frames).sort("pos") if ev_frames else pl.DataFrame(schema=_EVENT_SCHEMA)
+    clock = pl.concat(clocks).sort("pos") if clocks else pl.DataFrame(schema={"pos": pl.Int64, "lt": pl.Float64})
+    clock = clock.with_columns(lt=pl.when(pl.col("lt") <= not_after).then(pl.col("lt")).otherwise(None))
+    idf = pl.concat(ids).sort("pos") if ids else pl.DataFrame(schema={"pos": pl.Int64, "mid": pl.String})
+    return _Loaded(messages, events, rejects, clock, idf, objects, raws, blank, read)
+
+
+def _slow_item(pos, file, number, obj, source, mapping, not_after, rejects, objects, slow_msgs, slow_events,
+               slow_clock, slow_ids) -> None:
+    """One record validated by the pydantic models, exactly as the streaming audit does."""
+    slow_clock.append((pos, log_time(obj, not_after)))
+    if isinstance(obj, dict) and isinstance(obj.get("message_id"), str):
+        slow_ids.append((pos, obj["message_id"]))
+    item = obj if isinstance(obj, InputError) else to_record(obj, source, number)
+    if isinstance(item, InputError):
+        rejects.append((pos, item))
+    elif isinstance(item, BuyerEvent):
+        slow_events.append((pos, item.buyer_id, _us(item.at), item.type == "buyer_opt_out"))
+    else:
+        objects[pos] = item
+        slow_msgs.append(_message_row(pos, file, number, item))
+
+
+# ---- the whole audit ----------------------------------------------------------------------
+
+
+def _extra_field_keys(policies) -> tuple[str, ...]:
+    keys = set()
+    for family in policies.families.values():
+        for v in family.versions:
+            for _, spec in v.detectors_used.values():
+                if isinstance(spec, FieldDetector) and spec.field not in MESSAGE_FIELDS:
+                    keys.add(spec.field)
+    return tuple(sorted(keys))
+
+
+def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None]] = None,
+                stages: Optional[Stages] = None) -> AuditResult:
+    stages = stages or Stages()
+    if cfg.started is None:
+        cfg.started = dt.datetime.now(dt.timezone.utc).timestamp()
+    hashes_out: dict = {}
+    hasher = threading.Thread(target=lambda: hashes_out.update({str(p): sha256_file(p) for p in cfg.paths}),
+                              daemon=True)
+    hasher.start()  # hashlib releases the GIL: the inputs' digests come for free beside the audit
+    horizon = dt.timedelta(days=cfg.history_days).total_seconds()
+    loaded = _load(list(cfg.paths), cfg.mapping, cfg.started, _extra_field_keys(policies))
+    stages.mark("read+validate")
+
+    judge = AuditJudge(policies)
+    summary = Summary(read=loaded.read, blank=loaded.blank)
+    rejects = list(loaded.rejects)
+    messages = loaded.messages
+    source_of = {i: str(p) for i, p in enumerate(cfg.paths)}
+
+    # Unknown marketplaces and repeated ids (the first line with an id keeps it, valid or not).
+    dup_pos = loaded.ids.filter(~pl.col("mid").is_first_distinct())["pos"]
+    known = sorted(policies.marketplaces)
+    bad = messages.filter(~pl.col("marketplace").is_in(known) | pl.col("pos").is_in(dup_pos.implode()))
+    if not bad.is_empty():
+        names = ", ".join(known)
+        for pos, file, line, mid, market in bad.select("pos", "file", "line", "message_id", "marketplace").iter_rows():
+            if market not in policies.marketplaces:
+                err = InputError(source_of[file], line, mid, "marketplace",
+                                 f"unknown marketplace {market!r} (known: {names})")
+            else:
+                err = InputError(source_of[file], line, mid, "message_id",
+                                 "duplicate message_id in this log (an earlier line has it)")
+            rejects.append((pos, err))
+        messages = messages.filter(~pl.col("pos").is_in(bad["pos"].implode()))
+    events = loaded.events
+    summary.rejected = len(rejects)
+    for _, err in rejects:
+        summary.reject_reasons[err.field or "(record)"] += 1
+    summary.events = len(events)
+
+    # The log clock at each line, and each record's own instant in seconds.
+    clock = loaded.clock.with_columns(clock=pl.col("lt").cum_max().forward_fill().fill_null(float("-inf")))
+    messages = messages.with_columns(t=pl.col("sent_us").cast(pl.Float64) / 1e6).join(
+        clock.select("pos", "clock"), on="pos", how="left")
+    events = events.with_columns(t=pl.col("at_us").cast(pl.Float64) / 1e6).join(
+        clock.select("pos", "clock"), on="pos", how="left")
+
+    # Versions in force: one lookup per (marketplace, local date).
+    messages, vsets, instants = _versions_in_force(policies, messages, cfg.at)
+    stages.mark("read+validate")
+
+    # Inference for the records that lack what a rule in force reads.
+    messages, inferences = _infer(judge, policies, messages, vsets, loaded)
+    stages.mark("infer")
+
+    # History.
+    both = pl.concat([
+        messages.select("pos", "buyer_id", "t", "clock", pl.lit(True).alias("is_message")),
+        events.select("pos", "buyer_id", "t", "clock", pl.lit(False).alias("is_message")),
+    ]).sort("pos")
+    late_all = history.out_of_order(both, horizon)
+    late = both.with_columns(late=late_all).filter(pl.col("is_message"))["late"]
+    messages = messages.with_columns(
+        late=late,
+        opted_out=history.opted_out(messages, events.select("pos", "buyer_id", "t", "ev_state")),
+        quotes=history.quotes(messages, horizon),
+    )
+    stages.mark("history")
+
+    # Facts per distinct detector, over the messages whose versions read it.
+    messages, detector_columns = _detectors(policies, messages, vsets, loaded, horizon)
+    stages.mark("text/detectors")
+
+    # Decide each distinct vector, join back.
+    messages, plans = _decide(judge, messages, vsets, detector_columns)
+    stages.mark("decide")
+
+    lines = _render(messages, plans, vsets, detector_columns, inferences, instants, cfg.at)
+    _summarise(summary, messages, plans, vsets, inferences, policies, cfg.at)
+    stages.mark("render")
+    written = 0
+    if cfg.results is not None:
+        written = _write(lines, Path(cfg.results))
+    rejects.sort(key=lambda r: r[0])
+    out_rejects: list = []
+    if cfg.rejects is not None:
+        with open(cfg.rejects, "wb") as fh:
+            fh.write(b"".join(orjson.dumps(err.as_dict()) + b"\n" for _, err in rejects))
+    else:
+        out_rejects = [err.as_dict() for _, err in rejects]
+    hasher.join()
+    stages.mark("write")
+    if on_progress is not None:
+        on_progress(summary.read)
+    provenance = {
+        "engine": "msgpolicy", "engine_version": __version__,
+        "policies": dict(sorted(summary.versions_used.items())),
+        "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
+        "alternatives": list(getattr(policies, "alternatives", ()) or ()),
+        "inputs": {str(p): hashes_out[str(p)] for p in cfg.paths},
+        "evaluated_on": cfg.at.isoformat() if cfg.at is not None else None,
+        "jobs": cfg.jobs, "history_days": cfg.history_days,
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return AuditResult(summary, provenance, out_rejects, written)
+
+
+def _versions_in_force(policies, messages: pl.DataFrame, at):
+    """Adds `vset` (index into the returned list of version tuples); returns the instants of
+    --on per marketplace (None: each message's own sent_at)."""
+    markets = messages["marketplace"].unique().to_list()
+    instants = None
+    if at is None:
+        utc = pl.from_epoch(pl.col("sent_us"), time_unit="us").dt.replace_time_zone("UTC")
+        date = None
+        for market in markets:
+            zone = marketplace_zone(policies, market).key
+            local = utc.dt.convert_time_zone(zone).dt.date()
+            date = (pl.when(pl.col("marketplace") == market).then(local) if date is None
+                    else date.when(pl.col("marketplace") == market).then(local))
+        messages = messages.with_columns(local_date=date.otherwise(None) if date is not None else pl.lit(None, pl.Date))
+    else:
+        instants = {}
+        for market in markets:
+            instant = at if isinstance(at, dt.datetime) else local_noon(policies, at, market)
+            instants[market] = instant
+        dates = {m: i.astimezone(marketplace_zone(policies, m)).date() for m, i in instants.items()}
+        messages = messages.with_columns(
+            local_date=pl.col("marketplace").replace_strict(dates, return_dtype=pl.Date, default=None))
+    pairs = messages.select("marketplace", "local_date").unique()
+    vsets: list[tuple] = []
+    index: dict[tuple, int] = {}
+    rows = []
+    for market, day in pairs.iter_rows():
+        versions = tuple(in_force_on(policies, day, market))
+        key = tuple(v.content_hash for v in versions)
+        if key not in index:
+            index[key] = len(vsets)
+            vsets.append(versions)
+        rows.append((market, day, index[key]))
+    lookup = pl.DataFrame(rows, schema={"marketplace": pl.String, "local_date": pl.Date, "vset": pl.Int32},
+                          orient="row")
+    return messages.join(lookup, on=["marketplace", "local_date"], how="left").sort("pos"), vsets, instants
+
+
+def _message_object(loaded: _Loaded, pos: int, file: int, line: int) -> Message:
+    found = loaded.objects.get(pos)
+    if found is None:
+        data, offsets = loaded.raw[file]
+        found = to_record(orjson.loads(line_bytes(data, offsets, line - 1)), "", line)
+        loaded.objects[pos] = found
+    return found
+
+
+def _infer(judge, policies, messages, vsets, loaded):
+    """The classifier and language detection for the records that need them (Python, per record)."""
+    reads_language = [any(v.reads_language for v in vs) for vs in vsets]
+    need = messages.with_row_index("row").filter(
+        pl.col("category").is_null()
+        | (pl.col("language").is_null() & pl.col("buyer_language").is_not_null()
+           & pl.col("vset").replace_strict(dict(enumerate(reads_language)), default=False)))
+    inferences: dict[int, object] = {}
+    if need.is_empty():
+        return messages.with_columns(candidates=pl.lit("")), inferences
+    categories = messages["category"].to_list()
+    languages = messages["language"].to_list()
+    candidates = [""] * len(messages)
+    for row, pos, file, line, vset in need.select("row", "pos", "file", "line", "vset").iter_rows():
+        message = _message_object(loaded, pos, file, line)
+        effective, inference = judge.infer(message, list(vsets[vset]))
+        if inference is None:
+            continue
+        inferences[row] = inference
+        categories[row] = effective.category.value if effective.category is not None else None
+        languages[row] = effective.language
+        candidates[row] = "|".join(inference.uncertain_candidates)
+    return messages.with_columns(category=pl.Series(categories, dtype=pl.String),
+                                 language=pl.Series(languages, dtype=pl.String),
+                                 candidates=pl.Series(candidates, dtype=pl.String)), inferences
+
+
+def _detectors(policies, messages, vsets, loaded, horizon):
+    """Value and span columns for every detector used by a version in force (by spec key)."""
+    used: dict[str, object] = {}
+    users: dict[str, set] = {}
+    for i, versions in enumerate(vsets):
+        for v in versions:
+            for _, (key, spec) in v.detectors_used.items():
+                used.setdefault(key, spec)
+                users.setdefault(key, set()).add(i)
+    columns: dict[str, tuple[str, str]] = {}
+    new_cols = []
+    views_cache: dict[frozenset, tuple] = {}
+    n = len(messages)
+    for j, (key, spec) in enumerate(used.items()):
+        vcol, scol = f"d{j}_v", f"d{j}_s"
+        columns[key] = (vcol, scol)
+        rows_mask = messages["vset"].is_in(sorted(users[key]))
+        values: list = [None] * n
+        spans: list = [""] * n
+        kind = type(spec)
+        if kind in TEXT_KINDS:
+            group = frozenset(users[key])
+            if group not in views_cache:
+                rows = rows_mask.arg_true()
+                sub = messages[rows]
+                views_cache[group] = (rows.to_list(), Views(sub["subject"], sub["body"]))
+            rows, views = views_cache[group]
+            vals, sps = TEXT_KINDS[kind](spec, views, len(rows))
+            for r, a, b in zip(rows, vals, sps):
+                values[r], spans[r] = a, b
+        elif kind is PriorCountDetector:
+            seller = pl.col("initiated_by") == "seller"
+            cats = [c.value for c in spec.categories]
+            chans = [c.value for c in spec.channels]
+            counting = seller & (pl.col("category").is_in(cats).fill_null(False) | pl.col("channel").is_in(chans))
+            cand = pl.col("candidates").str.split("|")
+            possible = ~counting & seller & pl.col("category").is_null() & \
+                cand.list.eval(pl.element().is_in(cats)).list.any().fill_null(False)
+            counts = history.prior_counts(messages, spec, counting, possible, horizon)
+            for r, (c, first, maybe) in zip(rows_mask.arg_true().to_list(),
+                                             counts.filter(rows_mask).iter_rows()):
+                if c >= spec.at_least:
+                    values[r], spans[r] = True, f"{c} earlier, first {first}"
+                elif c + maybe >= spec.at_least:
+                    values[r], spans[r] = None, f"{c} earlier, {maybe} more if their uncertain category counts"
+                else:
+                    values[r], spans[r] = False, (f"{c} earlier, first {first}" if c else "")
+        elif kind is WindowDetector:
+            anchors = {"delivered_at": "delivered_us", "order_placed_at": "order_placed_us"}
+            sub = messages.with_row_index("row").filter(rows_mask)
+            cols = ["row", "sent_us"] + [anchors[a] for a in spec.anchors]
+            for row, sent, *anchor_values in sub.select(cols).iter_rows():
+                for name, anchor in zip(spec.anchors, anchor_values):
+                    if anchor is not None:
+                        elapsed = sent - anchor
+                        values[row] = elapsed <= spec.max_days * _DAY_US
+                        spans[row] = f"{elapsed / _DAY_US:.1f} days after {name}"
+                        break
+                else:
+                    values[row], spans[row] = None, "no " + " or ".join(spec.anchors)
+        elif kind is LanguageMatchDetector:
+            sub = messages.with_row_index("row").filter(rows_mask)
+            for row, lang, buyer in sub.select("row", "language", "buyer_language").iter_rows():
+                if not lang or not buyer:
+                    values[row], spans[row] = None, ""
+                else:
+                    values[row] = _primary(lang) == _primary(buyer)
+                    spans[row] = f"{lang} vs buyer's {buyer}"
+        elif kind is FieldDetector:
+            sub = messages.with_row_index("row").filter(rows_mask)
+            name = spec.field
+            direct = name in MESSAGE_FIELDS and name in messages.columns
+            for row, pos, slow, value in sub.select(
+                    "row", "pos", "slow", pl.col(name) if direct else pl.lit(None)).iter_rows():
+                if slow:
+                    m = loaded.objects[pos]
+                    value = getattr(m, name, None)
+                    if value is None and m.model_extra:
+                        value = m.model_extra.get(name)
+                values[row], spans[row] = (None, "") if value is None else (bool(value), f"{name} = {value}")
+        elif kind is AttachmentsDetector:
+            sub = messages.with_row_index("row").filter(rows_mask)
+            for row, pos, slow in sub.select("row", "pos", "slow").iter_rows():
+                values[row], spans[row] = False, ""
+                if slow:
+                    for attachment in loaded.objects[pos].attachments:
+                        if attachment.kind not in spec.allowed_kinds:
+                            values[row] = True
+                            spans[row] = f"{attachment.name} ({attachment.kind.value})"
+                            break
+        else:
+            raise TypeError(f"the batch engine has no evaluation for detector {spec!r}")
+        new_cols.append(pl.Series(vcol, values, dtype=pl.Boolean))
+        new_cols.append(pl.Series(scol, spans, dtype=pl.String))
+    return messages.with_columns(new_cols), columns
+
+
+_STRUCTURAL = {
+    "category": "category", "channel": "channel", "initiated_by": "initiated_by", "marketplace": "marketplace",
+    "opted_out": "opted_out", "has_reply_to": "has_reply_to", "quotes_buyer_message": "quotes",
+}
+
+
+def _vector_columns(version, detector_columns) -> list[tuple[str, str]]:
+    """(fact name, column) in the order of the version's fact vector (engine.facts.facts_for)."""
+    out = [(name, _STRUCTURAL[name]) for name in version.structural_facts_used]
+    out += [(name, detector_columns[key][0]) for name, (key, _) in version.detectors_used.items()]
+    return out
+
+
+def _decide(judge, messages, vsets, detector_columns):
+    messages = messages.with_columns(has_reply_to=pl.col("reply_to").is_not_null())
+    plans: list = []
+    plan_col = [None] * len(messages)
+    for i, versions in enumerate(vsets):
+        rows = messages.with_row_index("row").filter(pl.col("vset") == i)
+        if rows.is_empty():
+            continue
+        if not versions:
+            plan_id = len(plans)
+            plans.append(None)  # no policy
+            for r in rows["row"].to_list():
+                plan_col[r] = plan_id
+            continue
+        layout = [_vector_columns(v, detector_columns) for v in versions]
+        key_cols = list(dict.fromkeys([c for cols in layout for _, c in cols] + ["candidates"]))
+        distinct = rows.select(key_cols).unique(maintain_order=True)
+        ids = []
+        for values in distinct.iter_rows(named=True):
+            per_version = [(v, MessageFacts({name: values[col] for name, col in cols}, {}))
+                           for v, cols in zip(versions, layout)]
+            candidates = tuple(values["candidates"].split("|")) if values["candidates"] else ()
+            verdict, per_candidate = judge.decide_rules("", dt.datetime.now(dt.timezone.utc), per_version,
+                                                        candidates)
+            ids.append(len(plans))
+            plans.append(_Plan.of(verdict, list(versions), per_candidate, judge._pieces))
+        keyed = distinct.with_columns(plan=pl.Series(ids, dtype=pl.Int64))
+        joined = rows.select("row", *key_cols).join(keyed, on=key_cols, how="left", nulls_equal=True)
+        for r, p in joined.select("row", "plan").iter_rows():
+            plan_col[r] = p
+    return messages.with_columns(plan=pl.Series(plan_col, dtype=pl.Int64)), plans
+
+
+def _render(messages, plans, vsets, detector_columns, inferences, instants, at) -> pl.Series:
+    """Each message's result line (with its newline), in stream order."""
+    n = len(messages)
+    tails: list[Optional[str]] = []
+    needs: list[Optional[list]] = []  # per plan: per version the detector (name, span column) it quotes
+    plan_versions: list = []
+    for plan in plans:
+        if plan is None:
+            tails.append(_NO_POLICY[0].decode())
+            needs.append(None)
+            continue
+        tails.append(None)
+        needs.append(None)
+    # Which versions each plan was decided for: any row of it tells.
+    first_vset = messages.group_by("plan").agg(pl.col("vset").first())
+    vset_of = dict(first_vset.iter_rows())
+    for p, plan in enumerate(plans):
+        if plan is None:
+            plan_versions.append(())
+            continue
+        versions = vsets[vset_of[p]]
+        plan_versions.append(versions)
+        quoted = []
+        any_quote = False
+        for i, v in enumerate(versions):
+            names = {name for body, idx, fact_names in plan.findings if idx == i for name in fact_names}
+            cols = [(name, detector_columns[key][1]) for name, (key, _) in v.detectors_used.items() if name in names]
+            quoted.append(cols)
+            any_quote = any_quote or bool(cols)
+        if any_quote:
+            needs[p] = quoted
+        else:
+            tails[p] = plan.render([{} for _ in versions]).decode()
+    tail_series = pl.Series("tail", tails, dtype=pl.String)
+    frame = messages.select(
+        "message_id", "sent_iso", "marketplace", "late", "plan",
+        pl.col("plan").replace_strict(pl.Series(range(len(plans))), tail_series, default=None).alias("tail"))
+    if at is None:
+        iso = pl.col("sent_iso")
+    else:
+        iso = pl.col("marketplace").replace_strict({m: i.isoformat() for m, i in instants.items()})
+    simple_id = ~pl.col("message_id").str.contains(r'["\\\x00-\x1f]')
+    tail = pl.when(pl.col("late")).then(
+        pl.col("tail").str.slice(0, pl.col("tail").str.len_bytes() - 1) + ',"out_of_order":true}'
+    ).otherwise(pl.col("tail"))
+    line = pl.when(simple_id).then(
+        pl.concat_str([pl.lit('{"message_id":"'), pl.col("message_id"), pl.lit('","evaluated_at":"'), iso,
+                       pl.lit('",'), tail, pl.lit("\n")]))
+    lines = frame.select(line.alias("line"), iso.alias("iso"))
+    out = lines["line"].to_list() if False else None
+    # Rows the native concat could not render: quoted evidence, inference notes, escaped ids.
+    slow_rows = frame.with_row_index("row").filter(
+        pl.col("tail").is_null() | ~simple_id)["row"].to_list()
+    slow_rows = sorted(set(slow_rows) | set(inferences))
+    if not slow_rows:
+        return lines["line"]
+    out = lines["line"].to_list()
+    isos = lines["iso"].to_list()
+    span_cols = sorted({c for q in needs if q for cols in q for _, c in cols})
+    picked = messages.select("message_id", "late", "plan", *span_cols)
+    mids = picked["message_id"].to_list()
+    lates = picked["late"].to_list()
+    plan_ids = picked["plan"].to_list()
+    span_values = {c: picked[c].to_list() for c in span_cols}
+    dumps = orjson.dumps
+    for r in slow_rows:
+        p = plan_ids[r]
+        plan = plans[p]
+        if plan is None:
+            tail = _NO_POLICY[0]
+        else:
+            quoted = needs[p]
+            if quoted is None:
+                spans = [{} for _ in plan_versions[p]]
+            else:
+                spans = []
+                for cols in quoted:
+                    own = {}
+                    for name, col in cols:
+                        value = span_values[col][r]
+                        if value:
+                            own[name] = value
+                    spans.append(own)
+            inference = inferences.get(r)
+            if inference is None:
+                tail = plan.render(spans)
+            else:
+                notes = AuditJudge._inference_findings(inference, plan.per_candidate)
+                tail = plan.render(spans, notes)
+        if lates[r]:
+            tail = tail[:-1] + b',"out_of_order":true}'
+        out[r] = (b'{"message_id":' + dumps(mids[r]) + b',"evaluated_at":"' + isos[r].encode() + b'",'
+                  + tail + b"\n").decode()
+    return pl.Series("line", out, dtype=pl.String)
+
+
+def _summarise(summary: Summary, messages, plans, vsets, inferences, policies, at) -> None:
+    hashes = {(v.family, v.id): v.content_hash for f in policies.families.values() for v in f.versions}
+    month = pl.col("sent_iso").str.slice(0, 7)
+    outcome_of = {p: (_NO_POLICY[1] if plan is None else plan.outcome) for p, plan in enumerate(plans)}
+    frame = messages.select("plan", "order_id", month.alias("month"))
+    counts = frame.group_by("plan").len()
+    summary.judged = len(messages)
+    for p, n in counts.iter_rows():
+        plan = plans[p]
+        outcome = outcome_of[p].value
+        summary.outcomes[outcome] += n
+        if plan is None:
+            continue
+        for policy, version in plan.policies:
+            summary.by_version[(policy, version, outcome)] += n
+            name = f"{policy}/{version}"
+            if name not in summary.versions_used:
+                summary.versions_used[name] = hashes[(policy, version)]
+        for key in plan.finding_keys:
+            summary.by_rule[key] += n
+    for row, inference in inferences.items():
+        plan = plans[messages["plan"][row]]
+        if plan is None:
+            continue
+        for f in AuditJudge._inference_findings(inference, plan.per_candidate):
+            summary.by_rule[(f.outcome.value, f.policy, f.version, f.rule)] += 1
+    outcome_col = pl.col("plan").replace_strict({p: o.value for p, o in outcome_of.items()}, return_dtype=pl.String)
+    by_month = frame.group_by("month", outcome_col.alias("outcome")).len()
+    for m, o, n in by_month.iter_rows():
+        summary.by_month[(m, o)] += n
+    points = {o.value: pts for o, pts in _POINTS.items()}
+    bad = frame.with_columns(outcome=outcome_col).filter(pl.col("outcome").is_in(list(points)))
+    if not bad.is_empty():
+        scored = bad.with_columns(points=pl.col("outcome").replace_strict(points, return_dtype=pl.Int64))
+        top = scored.group_by("order_id").agg(pl.col("points").sum()).sort(
+            ["points", "order_id"], descending=[True, False]).head(ORDERS_KEPT)
+        summary.order_scores = Counter(dict(top.iter_rows()))
+        per = scored.filter(pl.col("order_id").is_in(top["order_id"].implode())).group_by("order_id", "outcome").len()
+        summary.order_counts = Counter({(o, out): n for o, out, n in per.iter_rows()})
+    _ = at
+
+
+def _write(lines: pl.Series, path: Path) -> int:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".parquet"):
+        return write_results((s.encode() for s in lines.to_list()), path)
+    arrow = lines.to_arrow()
+    with open(path, "wb", buffering=1 << 20) as fh:
+        chunks = arrow.chunks if hasattr(arrow, "chunks") else [arrow]
+        for chunk in chunks:
+            offsets = chunk.buffers()[1]
+            data = chunk.buffers()[2]
+            import numpy as np
+
+            width = 8 if str(chunk.type) == "large_string" else 4
+            off = np.frombuffer(offsets, dtype=np.int64 if width == 8 else np.int32)
+            start = off[chunk.offset]
+            end = off[chunk.offset + len(chunk)]
+            fh.write(memoryview(data)[start:end])
+    return len(lines)
+
+
+__all__ = ["audit_batch", "Stages", "EVENT_FIELDS", "Outcome"]

@@ -1,0 +1,141 @@
+"""Sound superset masks for Python regular expressions, in the columnar engine's dialect.
+
+A policy pattern is Python `re` syntax and may use look-arounds, `\\b` and
+backreferences, which Rust's regex engine (the one polars runs) does not have.
+`superset_pattern` rewrites a pattern into Rust syntax that matches *at least*
+every text the Python pattern matches: zero-width assertions (look-arounds,
+word boundaries, anchors) are dropped, backreferences become "anything",
+possessive and atomic forms become ordinary ones, and character classes are
+spelled with Python's own meaning (`\\w` is letters, numbers and `_`; `\\s`
+includes the four information separators U+001C–U+001F). Dropping a
+constraint can only let more texts through, never fewer.
+
+The mask selects the rows on which the exact Python pattern then runs, so a
+detector's value and its quoted span come from Python's `re` alone; the mask
+only saves the rows it rules out. Case-insensitive matching differs in a few
+characters (Python's `re.IGNORECASE` equates U+0130, U+0131 and the `st`
+ligatures with letters that Rust's simple case folding does not), so rows
+holding any character of `FOLD_DOUBT` always pass the mask.
+"""
+from __future__ import annotations
+
+import re
+import re._parser as sre_parse
+from re._casefix import _EXTRA_CASES
+from re._constants import (ANY, ASSERT, ASSERT_NOT, AT, ATOMIC_GROUP, BRANCH, CATEGORY, CATEGORY_DIGIT,
+                           CATEGORY_NOT_DIGIT, CATEGORY_NOT_SPACE, CATEGORY_NOT_WORD, CATEGORY_SPACE,
+                           CATEGORY_WORD, GROUPREF, IN, LITERAL, MAX_REPEAT, MAXREPEAT, MIN_REPEAT, NEGATE,
+                           NOT_LITERAL, POSSESSIVE_REPEAT, RANGE, SUBPATTERN)
+from typing import Optional
+
+# Python's str classes, written for Rust's regex (inside a bracket expression).
+_WORD = r"\p{L}\p{N}_"
+_SPACE = r"\s\x1C-\x1F"
+_CLASS = {
+    CATEGORY_DIGIT: r"\p{Nd}",
+    CATEGORY_WORD: _WORD,
+    CATEGORY_SPACE: _SPACE,
+}
+_NEGATED = {
+    CATEGORY_NOT_DIGIT: r"\P{Nd}",
+    CATEGORY_NOT_WORD: "[^" + _WORD + "]",
+    CATEGORY_NOT_SPACE: "[^" + _SPACE + "]",
+}
+
+# Characters that re.IGNORECASE treats as equal to others beyond Rust's simple case folding.
+FOLD_DOUBT = "".join(sorted({chr(c) for c in _EXTRA_CASES} | {chr(o) for v in _EXTRA_CASES.values() for o in v}
+                            | {"\u0130", "\u0131", "\ufb05", "\ufb06"}))
+FOLD_DOUBT_PATTERN = "[" + "".join("\\x{%x}" % ord(c) for c in FOLD_DOUBT) + "]"
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _char(code: int) -> str:
+    c = chr(code)
+    if c.isalnum() and c.isascii():
+        return c
+    return "\\x{%x}" % code
+
+
+def _in_class(items) -> str:
+    negate = False
+    parts = []
+    for op, av in items:
+        if op is NEGATE:
+            negate = True
+        elif op is LITERAL:
+            parts.append(_char(av))
+        elif op is RANGE:
+            parts.append(_char(av[0]) + "-" + _char(av[1]))
+        elif op is CATEGORY:
+            if av in _CLASS:
+                parts.append(_CLASS[av])
+            elif av in _NEGATED:
+                parts.append(_NEGATED[av] if _NEGATED[av].startswith("[") else _NEGATED[av])
+            else:
+                raise _Unsupported(av)
+        else:
+            raise _Unsupported(op)
+    body = "".join(parts) or r"\x{0}&&\x{1}"  # an empty class (cannot happen in a parsed pattern)
+    return ("[^" if negate else "[") + body + "]"
+
+
+def _sequence(items, flags: int) -> str:
+    out = []
+    for op, av in items:
+        if op is LITERAL:
+            out.append(_char(av))
+        elif op is NOT_LITERAL:
+            out.append("[^" + _char(av) + "]")
+        elif op is ANY:
+            out.append("(?s:.)" if flags & re.DOTALL else "[^\\n]")
+        elif op is IN:
+            out.append(_in_class(av))
+        elif op is CATEGORY:
+            out.append(_in_class([(CATEGORY, av)]))
+        elif op in (AT, ASSERT, ASSERT_NOT):
+            continue  # zero-width: dropping it only widens the match
+        elif op is BRANCH:
+            out.append("(?:" + "|".join(_sequence(alt, flags) for alt in av[1]) + ")")
+        elif op is SUBPATTERN:
+            _group, add, remove, body = av
+            inner = _sequence(body, (flags | add) & ~remove)
+            if add & re.IGNORECASE and not flags & re.IGNORECASE:
+                out.append("(?i:" + inner + ")")
+            elif remove & re.IGNORECASE and flags & re.IGNORECASE:
+                out.append("(?-i:" + inner + ")")
+            else:
+                out.append("(?:" + inner + ")")
+        elif op is ATOMIC_GROUP:
+            out.append("(?:" + _sequence(av, flags) + ")")
+        elif op in (MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT):
+            low, high, body = av
+            inner = _sequence(body, flags)
+            if high == MAXREPEAT:
+                bound = "{%d,}" % low
+            else:
+                bound = "{%d,%d}" % (low, high)
+            out.append("(?:" + inner + ")" + bound)
+        elif op is GROUPREF:
+            out.append("(?s:.)*")
+        else:
+            raise _Unsupported(op)
+    return "".join(out)
+
+
+def superset_pattern(pattern: str, flags: int = 0) -> Optional[str]:
+    """A Rust-regex pattern matching every text `pattern` matches (None: no useful mask)."""
+    try:
+        parsed = sre_parse.parse(pattern, flags)
+        body = _sequence(parsed.data, parsed.state.flags)
+    except (_Unsupported, re.error, RecursionError):
+        return None
+    if not body:
+        return None
+    return ("(?i)" if parsed.state.flags & re.IGNORECASE else "") + body
+
+
+def needs_fold_doubt(flags: int) -> bool:
+    return bool(flags & re.IGNORECASE)

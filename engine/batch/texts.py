@@ -1,0 +1,138 @@
+"""Content detectors over whole columns: a native mask, then the exact Python pattern.
+
+For a batch of messages this computes what `engine.detectors.run_detector`
+computes one message at a time, value and quoted span alike. Each text
+detector first runs a sound superset of its patterns (engine.batch.superset)
+over the column in native code; the exact Python code of `engine.detectors`
+then runs only on the rows the mask lets through. Text views (the readable
+body of an HTML message, link targets) are computed in Python only for the
+rows that have HTML.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Optional
+
+import polars as pl
+
+from ..detectors import (_HREF, _HTML_HINT, _URL, OnlyPatternsDetector, PatternDetector, PhrasesDetector,
+                         UrlDetector, _host_matches, _url_host, body_text)
+from .superset import FOLD_DOUBT_PATTERN, superset_pattern
+
+
+def _mask(column: pl.Series, patterns: list[tuple[str, int]]) -> pl.Series:
+    """Rows where any of the (Python pattern, flags) may match: a superset, never fewer."""
+    mask = pl.Series(values=[False] * len(column)) if len(column) else pl.Series(dtype=pl.Boolean)
+    doubt = False
+    for pattern, flags in patterns:
+        rust = superset_pattern(pattern, flags)
+        if rust is None:
+            return pl.Series(values=[True] * len(column), dtype=pl.Boolean)
+        mask = mask | column.str.contains(rust)
+        doubt = doubt or bool(flags & re.IGNORECASE)
+    if doubt:
+        mask = mask | column.str.contains(FOLD_DOUBT_PATTERN)
+    return mask.fill_null(False)
+
+
+class Views:
+    """The text views of a batch of messages (columns), as engine.detectors.TextViews gives them."""
+
+    def __init__(self, subject: pl.Series, body: pl.Series):
+        self.subject = subject
+        self.html = body
+        hint = _mask(body, [(_HTML_HINT.pattern, _HTML_HINT.flags)])
+        rows = hint.arg_true().to_list()
+        bodies = body.to_list()
+        texts = list(bodies)
+        for i in rows:
+            if _HTML_HINT.search(bodies[i]):
+                texts[i] = body_text(bodies[i])
+        self.body = pl.Series(texts, dtype=pl.String)
+        self.text = pl.select(pl.concat_str([pl.lit(subject), pl.lit("\n"), pl.lit(self.body)])).to_series()
+        href = _mask(body, [(_HREF.pattern, _HREF.flags)]).arg_true().to_list()
+        links = [""] * len(bodies)
+        for i in href:
+            links[i] = "\n".join(_HREF.findall(bodies[i]))
+        self.links = pl.Series(links, dtype=pl.String)
+        self._lists: dict[str, list] = {}
+
+    def column(self, name: str) -> pl.Series:
+        return getattr(self, name)
+
+    def values(self, name: str) -> list:
+        found = self._lists.get(name)
+        if found is None:
+            found = self._lists[name] = self.column(name).to_list()
+        return found
+
+
+Result = tuple[list, list]  # values (True/False/None) and spans ("" when none)
+
+
+def _regex_detector(spec, views: Views, n: int) -> Result:
+    patterns = spec._alternative_patterns()
+    flags = spec._flags
+    candidates = None
+    for name in spec.fields:
+        m = _mask(views.column(name), [(p, flags) for p in patterns])
+        candidates = m if candidates is None else candidates | m
+    values, spans = [False] * n, [""] * n
+    regex = spec.regex
+    texts = [views.values(name) for name in spec.fields]
+    for i in candidates.arg_true().to_list():
+        for column in texts:
+            match = regex.search(column[i])
+            if match:
+                values[i], spans[i] = True, match.group(0).strip()
+                break
+    return values, spans
+
+
+def _only_patterns(spec: OnlyPatternsDetector, views: Views, n: int) -> Result:
+    if len(spec.fields) == 1:
+        joined = views.column(spec.fields[0])
+    else:
+        joined = pl.select(pl.concat_str([pl.lit(views.column(f)) for f in spec.fields], separator="\n")).to_series()
+    flags = spec._flags
+    mask = _mask(joined, [(p, flags) for p in spec.patterns])
+    if spec.required_patterns:
+        mask = mask & _mask(joined, [(p, flags) for p in spec.required_patterns])
+    values, spans = [False] * n, [""] * n
+    texts = joined.to_list()
+    for i in mask.arg_true().to_list():
+        values[i], spans[i] = spec.check(texts[i])
+    return values, spans
+
+
+def _urls(spec: UrlDetector, views: Views, n: int) -> Result:
+    candidates = None
+    for name in spec.fields:
+        m = _mask(views.column(name), [(_URL.pattern, _URL.flags)])
+        candidates = m if candidates is None else candidates | m
+    values, spans = [False] * n, [""] * n
+    texts = [views.values(name) for name in spec.fields]
+    for i in candidates.arg_true().to_list():
+        found = _first_offsite(spec, [column[i] for column in texts])
+        if found is not None:
+            values[i], spans[i] = True, found
+    return values, spans
+
+
+def _first_offsite(spec: UrlDetector, texts: list[str]) -> Optional[str]:
+    for text in texts:
+        for url in _URL.findall(text):
+            host = _url_host(url)
+            if spec.only_hosts and not _host_matches(host, spec.only_hosts):
+                continue
+            if not _host_matches(host, spec.allowed_hosts):
+                return url
+    return None
+
+
+TEXT_KINDS: dict[type, Callable[..., Result]] = {
+    PatternDetector: _regex_detector,
+    PhrasesDetector: _regex_detector,
+    OnlyPatternsDetector: _only_patterns,
+    UrlDetector: _urls,
+}
