@@ -43,8 +43,12 @@ _NEGATED = {
 }
 
 # Characters that re.IGNORECASE treats as equal to others beyond Rust's simple case folding.
-FOLD_DOUBT = "".join(sorted({chr(c) for c in _EXTRA_CASES} | {chr(o) for v in _EXTRA_CASES.values() for o in v}
-                            | {"\u0130", "\u0131", "\ufb05", "\ufb06"}))
+# ASCII letters among them (i, s, k, ...) equate alike in both engines; the doubt is their
+# non-ASCII partners, in the text (a row holding one passes the mask) or in the pattern
+# (no mask is made).
+_FOLDS = ({chr(c) for c in _EXTRA_CASES} | {chr(o) for v in _EXTRA_CASES.values() for o in v}
+          | {"\u0130", "\u0131", "\ufb05", "\ufb06"})
+FOLD_DOUBT = "".join(sorted(c for c in _FOLDS if not c.isascii()))
 FOLD_DOUBT_PATTERN = "[" + "".join("\\x{%x}" % ord(c) for c in FOLD_DOUBT) + "]"
 
 
@@ -73,12 +77,12 @@ def _in_class(items) -> str:
             if av in _CLASS:
                 parts.append(_CLASS[av])
             elif av in _NEGATED:
-                parts.append(_NEGATED[av] if _NEGATED[av].startswith("[") else _NEGATED[av])
+                parts.append(_NEGATED[av])
             else:
                 raise _Unsupported(av)
         else:
             raise _Unsupported(op)
-    body = "".join(parts) or r"\x{0}&&\x{1}"  # an empty class (cannot happen in a parsed pattern)
+    body = "".join(parts)
     return ("[^" if negate else "[") + body + "]"
 
 
@@ -127,6 +131,8 @@ def _sequence(items, flags: int) -> str:
 
 def superset_pattern(pattern: str, flags: int = 0) -> Optional[str]:
     """A Rust-regex pattern matching every text `pattern` matches (None: no useful mask)."""
+    if flags & re.IGNORECASE and any(c in FOLD_DOUBT for c in pattern):
+        return None
     try:
         parsed = sre_parse.parse(pattern, flags)
         body = _sequence(parsed.data, parsed.state.flags)
