@@ -17,10 +17,12 @@ collected by the action in the caller's thread (single-threaded per process).
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import operator
 import re
 import threading
+from typing import Optional
 
 from durable import engine as _durable_engine
 
@@ -61,16 +63,22 @@ def _expr(node: Node):
 class CompiledVersion:
     """One policy version as a registered durable_rules ruleset."""
 
-    def __init__(self, version: ResolvedVersion):
+    def __init__(self, version: ResolvedVersion, only: Optional[tuple[str, ...]] = None):
+        """`only`: compile just these rule ids (the batch engine decides groups of rules
+        that read the same facts on their own; a rule fires on its own condition alone)."""
         self.version = version
         slug = re.sub(r"[^A-Za-z0-9_]", "_", f"{version.family}_{version.id}")
         self.name = f"msgpolicy_{slug}_{version.content_hash[:16]}"
+        if only is not None:
+            self.name += "_" + hashlib.sha256("\n".join(only).encode()).hexdigest()[:12]
         self.rule_ids: list[str] = []
         self._sid = f"s{next(_SIDS)}"
         self._fired: list[str] = []
         with ruleset(self.name):
             marker = getattr(m, MARKER_FIELD) == True  # noqa: E712 - durable_rules DSL
             for resolved in version.enabled_rules:
+                if only is not None and resolved.id not in only:
+                    continue
                 node = to_nnf(resolved.condition)
                 if isinstance(node, Const):
                     if not node.value:
@@ -108,16 +116,18 @@ class CompiledVersion:
 
 
 _SIDS = itertools.count()  # one sid per ruleset, unique in the process
-_compiled: dict[str, CompiledVersion] = {}
+_compiled: dict = {}
 _lock = threading.Lock()
 
 
-def compiled(version: ResolvedVersion) -> CompiledVersion:
-    """The ruleset for a version, compiled once per content hash per process."""
-    found = _compiled.get(version.content_hash)
+def compiled(version: ResolvedVersion, only: Optional[tuple[str, ...]] = None) -> CompiledVersion:
+    """The ruleset for a version (or for the rules `only` names), compiled once per
+    content hash per process."""
+    key = version.content_hash if only is None else (version.content_hash, only)
+    found = _compiled.get(key)
     if found is None:
         with _lock:
-            found = _compiled.get(version.content_hash)
+            found = _compiled.get(key)
             if found is None:
-                found = _compiled[version.content_hash] = CompiledVersion(version)
+                found = _compiled[key] = CompiledVersion(version, only)
     return found

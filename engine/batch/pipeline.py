@@ -47,7 +47,9 @@ from ..model import BuyerEvent, Message, Outcome
 from ..timeline import in_force_on, local_noon, marketplace_zone
 from . import history
 from .decode import EVENT_FIELDS, MESSAGE_FIELDS, classify_rows, decode, iso_text, line_bytes, read_lines
+from .decide import BatchJudge, DecisionStore, decide
 from .texts import TEXT_KINDS, Views
+from ..classifier.modelcache import cache_directory
 
 _DAY_US = 86_400_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -253,7 +255,8 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
     loaded = _load(list(cfg.paths), cfg.mapping, cfg.started, _extra_field_keys(policies))
     stages.mark("read+validate")
 
-    judge = AuditJudge(policies)
+    store = DecisionStore(cache_directory())
+    judge = BatchJudge(policies, store)
     summary = Summary(read=loaded.read, blank=loaded.blank)
     rejects = list(loaded.rejects)
     messages = loaded.messages
@@ -314,7 +317,8 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
     stages.mark("text/detectors")
 
     # Decide each distinct vector, join back.
-    messages, plans = _decide(judge, messages, vsets, detector_columns)
+    messages, plans = decide(judge, messages, vsets, detector_columns)
+    store.save()
     stages.mark("decide")
 
     lines = _render(messages, plans, vsets, detector_columns, inferences, instants, cfg.at)
@@ -516,52 +520,6 @@ def _detectors(policies, messages, vsets, loaded, horizon):
         new_cols.append(pl.Series(vcol, values, dtype=pl.Boolean))
         new_cols.append(pl.Series(scol, spans, dtype=pl.String))
     return messages.with_columns(new_cols), columns
-
-
-_STRUCTURAL = {
-    "category": "category", "channel": "channel", "initiated_by": "initiated_by", "marketplace": "marketplace",
-    "opted_out": "opted_out", "has_reply_to": "has_reply_to", "quotes_buyer_message": "quotes",
-}
-
-
-def _vector_columns(version, detector_columns) -> list[tuple[str, str]]:
-    """(fact name, column) in the order of the version's fact vector (engine.facts.facts_for)."""
-    out = [(name, _STRUCTURAL[name]) for name in version.structural_facts_used]
-    out += [(name, detector_columns[key][0]) for name, (key, _) in version.detectors_used.items()]
-    return out
-
-
-def _decide(judge, messages, vsets, detector_columns):
-    messages = messages.with_columns(has_reply_to=pl.col("reply_to").is_not_null())
-    plans: list = []
-    plan_col = [None] * len(messages)
-    for i, versions in enumerate(vsets):
-        rows = messages.with_row_index("row").filter(pl.col("vset") == i)
-        if rows.is_empty():
-            continue
-        if not versions:
-            plan_id = len(plans)
-            plans.append(None)  # no policy
-            for r in rows["row"].to_list():
-                plan_col[r] = plan_id
-            continue
-        layout = [_vector_columns(v, detector_columns) for v in versions]
-        key_cols = list(dict.fromkeys([c for cols in layout for _, c in cols] + ["candidates"]))
-        distinct = rows.select(key_cols).unique(maintain_order=True)
-        ids = []
-        for values in distinct.iter_rows(named=True):
-            per_version = [(v, MessageFacts({name: values[col] for name, col in cols}, {}))
-                           for v, cols in zip(versions, layout)]
-            candidates = tuple(values["candidates"].split("|")) if values["candidates"] else ()
-            verdict, per_candidate = judge.decide_rules("", dt.datetime.now(dt.timezone.utc), per_version,
-                                                        candidates)
-            ids.append(len(plans))
-            plans.append(_Plan.of(verdict, list(versions), per_candidate, judge._pieces))
-        keyed = distinct.with_columns(plan=pl.Series(ids, dtype=pl.Int64))
-        joined = rows.select("row", *key_cols).join(keyed, on=key_cols, how="left", nulls_equal=True)
-        for r, p in joined.select("row", "plan").iter_rows():
-            plan_col[r] = p
-    return messages.with_columns(plan=pl.Series(plan_col, dtype=pl.Int64)), plans
 
 
 def _render(messages, plans, vsets, detector_columns, inferences, instants, at) -> pl.Series:
