@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -205,11 +206,19 @@ def main() -> int:
     ap.add_argument("--diff-variant", default="alt:no-suspension-2017-03-31")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the minimum is reported")
     ap.add_argument("--json", type=Path, help="write the machine-readable summary here")
-    ap.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
+    ap.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one, removed at the end)")
     args = ap.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        return bench(args, args.keep)
+    tmp = Path(tempfile.mkdtemp(prefix="audit-bench-"))
+    try:
+        return bench(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a generated 1M log is half a gigabyte
 
-    tmp = args.keep or Path(tempfile.mkdtemp(prefix="audit-bench-"))
-    tmp.mkdir(parents=True, exist_ok=True)
+
+def bench(args: argparse.Namespace, tmp: Path) -> int:
     log = args.log
     if log is None:
         log = tmp / "log.jsonl"
