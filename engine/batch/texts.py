@@ -11,6 +11,7 @@ rows that have HTML.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Callable, Optional
 
 import polars as pl
@@ -36,26 +37,34 @@ def _mask(column: pl.Series, patterns: list[tuple[str, int]]) -> pl.Series:
 
 
 class Views:
-    """The text views of a batch of messages (columns), as engine.detectors.TextViews gives them."""
+    """The text views of a batch of messages (columns), as engine.detectors.TextViews gives
+    them. Each view is computed on first use: subject-only detectors never parse HTML."""
 
     def __init__(self, subject: pl.Series, body: pl.Series):
         self.subject = subject
         self.html = body
-        hint = _mask(body, [(_HTML_HINT.pattern, _HTML_HINT.flags)])
-        rows = hint.arg_true().to_list()
-        bodies = body.to_list()
+        self._lists: dict[str, list] = {}
+
+    @cached_property
+    def body(self) -> pl.Series:
+        bodies = self.values("html")
         texts = list(bodies)
-        for i in rows:
+        for i in _mask(self.html, [(_HTML_HINT.pattern, _HTML_HINT.flags)]).arg_true().to_list():
             if _HTML_HINT.search(bodies[i]):
                 texts[i] = body_text(bodies[i])
-        self.body = pl.Series(texts, dtype=pl.String)
-        self.text = pl.select(pl.concat_str([pl.lit(subject), pl.lit("\n"), pl.lit(self.body)])).to_series()
-        href = _mask(body, [(_HREF.pattern, _HREF.flags)]).arg_true().to_list()
+        return pl.Series(texts, dtype=pl.String)
+
+    @cached_property
+    def text(self) -> pl.Series:
+        return pl.select(pl.concat_str([pl.lit(self.subject), pl.lit("\n"), pl.lit(self.body)])).to_series()
+
+    @cached_property
+    def links(self) -> pl.Series:
+        bodies = self.values("html")
         links = [""] * len(bodies)
-        for i in href:
+        for i in _mask(self.html, [(_HREF.pattern, _HREF.flags)]).arg_true().to_list():
             links[i] = "\n".join(_HREF.findall(bodies[i]))
-        self.links = pl.Series(links, dtype=pl.String)
-        self._lists: dict[str, list] = {}
+        return pl.Series(links, dtype=pl.String)
 
     def column(self, name: str) -> pl.Series:
         return getattr(self, name)
@@ -65,6 +74,19 @@ class Views:
         if found is None:
             found = self._lists[name] = self.column(name).to_list()
         return found
+
+
+def _each_distinct(texts: list, rows: list, check: Callable[[str], tuple]) -> dict:
+    """check() once per distinct text among the rows (templated messages repeat)."""
+    seen: dict = {}
+    out = {}
+    for i in rows:
+        text = texts[i]
+        found = seen.get(text)
+        if found is None:
+            found = seen[text] = check(text)
+        out[i] = found
+    return out
 
 
 Result = tuple[list, list]  # values (True/False/None) and spans ("" when none)
@@ -99,9 +121,8 @@ def _only_patterns(spec: OnlyPatternsDetector, views: Views, n: int) -> Result:
     if spec.required_patterns:
         mask = mask & _mask(joined, [(p, flags) for p in spec.required_patterns])
     values, spans = [False] * n, [""] * n
-    texts = joined.to_list()
-    for i in mask.arg_true().to_list():
-        values[i], spans[i] = spec.check(texts[i])
+    for i, (value, span) in _each_distinct(joined.to_list(), mask.arg_true().to_list(), spec.check).items():
+        values[i], spans[i] = value, span
     return values, spans
 
 
