@@ -534,6 +534,7 @@ class AuditConfig:
     rejects: Optional[Path] = None
     mapping: Optional[ColumnMap] = None  # a tool export's column map (--map)
     started: Optional[float] = None  # epoch s; log times after it are ignored (set once, before forking)
+    engine: str = "stream"  # "batch": the columnar engine (engine.batch), one process, same answers
 
 
 def _mapped(obj: dict, mapping) -> dict:
@@ -797,6 +798,10 @@ def _preload_language_models(policies) -> None:
 
 def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None]] = None) -> AuditResult:
     """Run the audit; results (if cfg.results) and rejects (if cfg.rejects) are written."""
+    if cfg.engine == "batch":
+        from .batch.pipeline import audit_batch
+
+        return audit_batch(policies, cfg, on_progress)
     jobs = max(1, int(cfg.jobs))
     cfg.jobs = jobs
     if cfg.started is None:

@@ -280,9 +280,13 @@ def schema():
 @click.option("--sensitivity", is_flag=True,
               help="Also audit under each recorded alternative and flag the messages whose verdict "
                    "depends on a disputed point, with both verdicts (adds a section to the report).")
+@click.option("--engine", "engine_name", type=click.Choice(["stream", "batch"]), default="stream",
+              show_default=True,
+              help="stream: records one by one over --jobs workers; batch: the whole log as columns "
+                   "in one process (faster on large JSON Lines logs; the same results).")
 @map_option
 def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, sensitivity,
-          map_file):
+          engine_name, map_file):
     """Judge whole logs (JSON Lines, CSV, Parquet) as a stream; bad records are set aside, never fatal.
 
     History follows file order (a real export is sorted by sent_at); a message sent before a
@@ -303,7 +307,7 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
             click.echo(f"input error: {log}: no such file", err=True)
             sys.exit(EXIT_ERROR)
     cfg = AuditConfig(paths=list(logs), at=at, jobs=jobs, history_days=history_days,
-                      results=results, rejects=rejects, mapping=_load_map(map_file))
+                      results=results, rejects=rejects, mapping=_load_map(map_file), engine=engine_name)
     interactive = sys.stderr.isatty() and sys.stdout.isatty()
     if interactive:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,

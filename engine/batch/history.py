@@ -62,8 +62,9 @@ def opted_out(messages: pl.DataFrame, events: pl.DataFrame) -> pl.Series:
         "pos", "buyer_id", pl.col("t").alias("ev_at"), pl.col("ev_state"),
         pl.col("ev_state").shift(1).over("buyer_id").alias("ev_prev"),
     ).sort("pos")
+    # Both sides are sorted by pos just above (polars cannot verify it per group).
     joined = messages.select("pos", "buyer_id", "t").sort("pos").join_asof(
-        ev, on="pos", by="buyer_id", strategy="backward")
+        ev, on="pos", by="buyer_id", strategy="backward", check_sortedness=False)
     derived = pl.when(pl.col("ev_at").is_null()).then(None) \
         .when(pl.col("ev_at") >= pl.col("t")).then(pl.col("ev_prev")) \
         .otherwise(pl.col("ev_state"))

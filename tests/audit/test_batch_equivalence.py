@@ -1,0 +1,106 @@
+"""The batch engine (engine.batch) gives the streaming audit's answers byte for byte.
+
+The streaming audit is itself compared with the per-message `check` path
+(test_equivalence.py); here the two audit engines must write the same result
+lines, the same rejects and the same summary on logs from two generators with
+different distributions (this suite's own and the benchmark's), labelled and
+with categories removed, and the streaming side with one worker and with the
+default two.
+"""
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine.audit import AuditConfig, audit
+
+from .gen import write
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "policies" / "classifier" / "labelled_corpus.jsonl"
+
+
+def _bench_generator():
+    spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "bench" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _summary(result) -> dict:
+    s = result.summary
+    return {"counts": (s.read, s.judged, s.rejected, s.events, s.blank, s.out_of_order),
+            "outcomes": dict(s.outcomes), "by_rule": dict(s.by_rule), "by_version": dict(s.by_version),
+            "by_month": dict(s.by_month), "reasons": dict(s.reject_reasons),
+            # the report's worst orders (the streaming audit keeps a bounded superset of them)
+            "orders": s.worst_orders(), "versions": dict(s.versions_used)}
+
+
+def _assert_same(policies, log: Path, tmp_path: Path, jobs: int, min_judged: int) -> None:
+    outputs = {}
+    for engine in ("stream", "batch"):
+        results, rejects = tmp_path / f"{engine}.jsonl", tmp_path / f"{engine}.rejects.jsonl"
+        result = audit(policies, AuditConfig(paths=[log], jobs=jobs, results=results, rejects=rejects,
+                                             engine=engine))
+        assert result.summary.balanced
+        outputs[engine] = (results.read_bytes().splitlines(), rejects.read_bytes(), _summary(result))
+    stream, batch = outputs["stream"], outputs["batch"]
+    assert len(stream[0]) >= min_judged
+    assert len(batch[0]) == len(stream[0])
+    mismatches = [(a, b) for a, b in zip(stream[0], batch[0]) if a != b]
+    assert not mismatches[:3], f"{len(mismatches)} result lines differ"
+    assert batch[1] == stream[1]
+    assert batch[2] == stream[2]
+
+
+def _strip_categories(src: Path, dst: Path, share: float, seed: int) -> None:
+    """A raw export: the category removed from a share of the messages, some bodies
+    replaced by real messages of the classifier's corpus so inference has work."""
+    corpus = [orjson.loads(line) for line in CORPUS.read_bytes().splitlines() if line.strip()]
+    rng = random.Random(seed)
+    with open(dst, "wb") as out:
+        for raw in src.read_bytes().splitlines(keepends=True):
+            try:
+                rec = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                out.write(raw)
+                continue
+            if isinstance(rec, dict) and "message_id" in rec and rng.random() < share:
+                if rng.random() < 0.5:
+                    example = rng.choice(corpus)
+                    rec["subject"], rec["body"] = example["subject"], example["body"]
+                rec.pop("category", None)
+                out.write(orjson.dumps(rec) + b"\n")
+            else:
+                out.write(raw)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_batch_equals_stream_on_this_suites_generator(policies, tmp_path, jobs):
+    log = tmp_path / "log.jsonl"
+    write(log, 54_000, seed=4242, malformed=0.03)
+    _assert_same(policies, log, tmp_path, jobs, 50_000)
+
+
+def test_batch_equals_stream_on_the_benchmark_generator(policies, tmp_path):
+    log = tmp_path / "bench.jsonl"
+    _bench_generator().main(["--messages", "54000", "--seed", "11", "--out", str(log), "--malformed", "0.05",
+                             "--jobs", "1"])
+    _assert_same(policies, log, tmp_path, 2, 48_000)
+
+
+@pytest.mark.parametrize("generator", ["suite", "bench"])
+def test_batch_equals_stream_on_raw_records(policies, tmp_path, generator):
+    labelled = tmp_path / "labelled.jsonl"
+    if generator == "suite":
+        write(labelled, 6000, seed=77, malformed=0.03, start="2019-06-01")
+    else:
+        _bench_generator().main(["--messages", "6000", "--seed", "12", "--out", str(labelled),
+                                 "--malformed", "0.05", "--start", "2019-06-01", "--jobs", "1"])
+    raw = tmp_path / "raw.jsonl"
+    _strip_categories(labelled, raw, 0.6, seed=5)
+    _assert_same(policies, raw, tmp_path, 2, 5000)
