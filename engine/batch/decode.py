@@ -10,8 +10,8 @@ value is the text itself. Every other row (about one in twenty in a real
 export: a lax value pydantic coerces, a wrong type, invalid JSON, a record
 that is not an object) goes to the model itself, line by line, so rejects
 name exactly the field and reason `check` names, and coerced values are
-pydantic's own. `tests/batch/test_bulk_validation.py` checks with hypothesis
-that the two paths reject exactly the same lines with the same field.
+pydantic's own. The equivalence tests
+(tests/audit/test_batch_equivalence.py) compare the rejects of both paths.
 
 The file is read once into memory as an Arrow string array (no Python object
 per line); DuckDB parses each line once (yyjson) and extracts the record's
@@ -20,11 +20,9 @@ fields as JSON values.
 from __future__ import annotations
 
 import enum
-import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import polars as pl
@@ -168,10 +166,6 @@ def _field_ok(kind: FieldKind, prefix: str = "") -> pl.Expr:
     t, s = pl.col(f"t_{kind.name}"), pl.col(f"s_{kind.name}")
     absent = t.is_null()
     null = t == "NULL"
-    if kind.required:
-        present_ok = pl.lit(True)
-    else:
-        present_ok = None
     if kind.kind == "str":
         ok = (t == "VARCHAR") & (s.str.len_chars() >= kind.min_length)
     elif kind.kind == "enum":
@@ -187,7 +181,6 @@ def _field_ok(kind: FieldKind, prefix: str = "") -> pl.Expr:
     if kind.required:
         return ok & ~absent
     return ok | absent
-    del present_ok
 
 
 def parse_time(column: str) -> pl.Expr:
@@ -227,6 +220,3 @@ def classify_rows(raw: pl.DataFrame) -> pl.DataFrame:
 
 __all__ = ["decode", "classify_rows", "read_lines", "line_bytes", "MESSAGE_FIELDS", "EVENT_FIELDS",
            "parse_time", "iso_text", "KEYS"]
-
-_ = re
-_unused: Optional[int] = None

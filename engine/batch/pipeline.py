@@ -39,10 +39,9 @@ import polars as pl
 
 from .. import __version__
 from ..audit import (_NO_POLICY, _POINTS, ORDERS_KEPT, AuditConfig, AuditJudge, AuditResult, Summary, _mapped,
-                     _Plan, log_time, sha256_file, stream_items, write_results)
+                     log_time, sha256_file, stream_items, write_results)
 from ..detectors import (AttachmentsDetector, FieldDetector, LanguageMatchDetector, PriorCountDetector,
                          WindowDetector, _primary)
-from ..facts import MessageFacts
 from ..io import InputError, to_record
 from ..model import BuyerEvent, Message, Outcome
 from ..timeline import in_force_on, local_noon, marketplace_zone
@@ -346,7 +345,7 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
         "alternatives": list(getattr(policies, "alternatives", ()) or ()),
         "inputs": {str(p): hashes_out[str(p)] for p in cfg.paths},
         "evaluated_on": cfg.at.isoformat() if cfg.at is not None else None,
-        "jobs": 1, "engine": "batch", "history_days": cfg.history_days,
+        "jobs": 1, "audit_engine": "batch", "history_days": cfg.history_days,
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     stage_file = os.environ.get("MSGPOLICY_STAGE_TIMES")
@@ -529,7 +528,6 @@ def _detectors(policies, messages, vsets, loaded, horizon):
 
 def _render(messages, plans, vsets, detector_columns, inferences, instants, at) -> pl.Series:
     """Each message's result line (with its newline), in stream order."""
-    n = len(messages)
     tails: list[Optional[str]] = []
     needs: list[Optional[list]] = []  # per plan: per version the detector (name, span column) it quotes
     plan_versions: list = []
