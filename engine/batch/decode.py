@@ -138,13 +138,16 @@ def decode(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = 
     paths = "[" + ", ".join("'$." + k.replace("'", "''") + "'" for k in keys) + "]"
     con = duckdb.connect(config={"threads": 2})
     con.register("lines_tbl", pa.table({"line": lines}))
-    # Two native passes over each line: the JSON types of the keys, their values as text.
+    # Native passes over each line: the JSON types of the keys, their values as text. A line
+    # that repeats a key takes the per-line path: DuckDB reads the first value, orjson the last.
     sql = f"""
-        SELECT trim(line, ' \t\n\r\x0b\x0c') = '' AS blank, ok AS parsed,
+        SELECT trim(line, ' \t\n\r\x0b\x0c') = '' AS blank,
+               ok AND len(keys) = len(list_distinct(keys)) AS parsed,
                CASE WHEN ok THEN json_type(line, {paths}) END AS types,
                CASE WHEN ok THEN json_extract_string(line, {paths}) END AS texts
-        FROM (SELECT line, CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END AS ok
-              FROM lines_tbl)
+        FROM (SELECT line, ok, CASE WHEN ok THEN json_keys(line) END AS keys
+              FROM (SELECT line, CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END AS ok
+                    FROM lines_tbl))
     """
     out = pl.from_arrow(con.sql(sql).to_arrow_table())
     con.close()

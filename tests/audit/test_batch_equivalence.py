@@ -104,3 +104,19 @@ def test_batch_equals_stream_on_raw_records(policies, tmp_path, generator):
     raw = tmp_path / "raw.jsonl"
     _strip_categories(labelled, raw, 0.6, seed=5)
     _assert_same(policies, raw, tmp_path, 2, 5000)
+
+
+def test_batch_reads_a_repeated_key_as_the_record_model_does(policies, tmp_path):
+    """JSON parsers disagree on repeated keys (DuckDB keeps the first value, orjson the
+    last); such lines take the per-line path, so both engines judge the last value."""
+    base = ('{"message_id": "M%d", "order_id": "111-0000001-0000001", "buyer_id": "B1", '
+            '"channel": "email", "subject": "Hi", "body": "Hi", %s}')
+    lines = [base % (1, '"sent_at": "2017-03-28T10:00:00-07:00", "category": "review_request", '
+                        '"category": "product_customization"'),
+             base % (2, '"sent_at": "2017-03-28T10:00:00-07:00", "sent_at": "2019-03-28T10:00:00-07:00", '
+                        '"category": "review_request"'),
+             base % (3, '"sent_at": "2019-04-01T10:00:00-07:00", "category": "review_request", '
+                        '"buyer_opted_out": false, "buyer_opted_out": true')]
+    log = tmp_path / "repeated.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    _assert_same(policies, log, tmp_path, 1, 3)
