@@ -84,7 +84,9 @@ def _jsonl_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]:
                 yield number, None, len(raw)
                 continue
             try:
-                yield number, orjson.loads(raw), len(raw)
+                obj = orjson.loads(raw)
+                # A JSON null line is a record that is not an object, not a blank line.
+                yield number, (to_record(obj, source, number) if obj is None else obj), len(raw)
             except orjson.JSONDecodeError as exc:
                 yield number, InputError(source, number, None, None, f"malformed JSON: {exc}"), len(raw)
 

@@ -629,6 +629,8 @@ def _summarise(summary: Summary, messages, plans, vsets, inferences, policies, a
     counts = frame.group_by("plan").len()
     summary.judged = len(messages)
     summary.out_of_order = int(messages["late"].sum())
+    if messages.is_empty():
+        return  # a log of events and rejects only: nothing to tally
     for p, n in counts.iter_rows():
         plan = plans[p]
         outcome = outcome_of[p].value

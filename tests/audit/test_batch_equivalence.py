@@ -120,3 +120,14 @@ def test_batch_reads_a_repeated_key_as_the_record_model_does(policies, tmp_path)
     log = tmp_path / "repeated.jsonl"
     log.write_text("\n".join(lines) + "\n")
     _assert_same(policies, log, tmp_path, 1, 3)
+
+
+def test_a_null_line_is_rejected_and_a_log_without_messages_is_judged(policies, tmp_path):
+    """A JSON `null` line is a record that is not an object (rejected, never a blank line),
+    and a log of only events and rejects gives an empty, balanced audit on both engines."""
+    log = tmp_path / "no-messages.jsonl"
+    log.write_text('null\n{"type": "buyer_opt_out", "buyer_id": "B1", "at": "2020-01-01T00:00:00Z"}\n\n')
+    _assert_same(policies, log, tmp_path, 1, 0)
+    result = audit(policies, AuditConfig(paths=[log], jobs=1, engine="batch"))
+    s = result.summary
+    assert (s.read, s.rejected, s.events, s.blank, s.judged) == (2, 1, 1, 1, 0)
