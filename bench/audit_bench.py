@@ -119,10 +119,10 @@ def duckdb_peer(log: Path, tmp: Path) -> dict:
     return run
 
 
-def audit(log: Path, tmp: Path, jobs: int, results_format: str) -> dict:
+def audit(log: Path, tmp: Path, jobs: int, results_format: str, engine: str = "stream") -> dict:
     stages, summary = tmp / "stages.json", tmp / "summary.json"
     stages.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "engine.cli", "audit", str(log), "--jobs", str(jobs),
+    cmd = [sys.executable, "-m", "engine.cli", "audit", str(log), "--jobs", str(jobs), "--engine", engine,
            "--results", str(tmp / f"results.{results_format}"), "--rejects", str(tmp / "rejects.jsonl"),
            "--format", "json", "-o", str(summary)]
     run = measured(cmd, env={"MSGPOLICY_STAGE_TIMES": str(stages)}, ok=(0, 1))
@@ -200,6 +200,7 @@ def main() -> int:
     ap.add_argument("--lines", type=int, default=1_000_000, help="lines to generate without LOG (default 1M)")
     ap.add_argument("--seed", type=int, default=1, help="generator seed without LOG")
     ap.add_argument("--jobs", type=int, default=2, help="passed to msgpolicy audit / diff")
+    ap.add_argument("--engine", choices=("stream", "batch"), default="stream", help="passed to msgpolicy audit")
     ap.add_argument("--results-format", choices=("parquet", "jsonl"), default="parquet")
     ap.add_argument("--raw", action="store_true", help="also audit a copy without categories")
     ap.add_argument("--diff", action="store_true", help="also time msgpolicy diff")
@@ -230,10 +231,10 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
         print(f"{label} …", file=sys.stderr)
         return best([fn(*fn_args) for _ in range(args.repeat)])
 
-    report = {"log": str(log), "jobs": args.jobs, "results_format": args.results_format,
+    report = {"log": str(log), "jobs": args.jobs, "engine": args.engine, "results_format": args.results_format,
               "orjson_floor": repeat("orjson floor", orjson_floor, log),
               "duckdb_2017": repeat("DuckDB 2017 query", duckdb_peer, log, tmp),
-              "audit": repeat("msgpolicy audit", audit, log, tmp, args.jobs, args.results_format)}
+              "audit": repeat("msgpolicy audit", audit, log, tmp, args.jobs, args.results_format, args.engine)}
     wall = report["audit"]["wall_s"]
     report["audit"]["messages_per_s"] = report["audit"]["messages"] / wall
     report["ratios"] = {"audit_over_orjson": wall / report["orjson_floor"]["wall_s"],
@@ -243,7 +244,8 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
         strip_categories(log, raw_log)
         raw_dir = tmp / "raw"
         raw_dir.mkdir(exist_ok=True)
-        report["raw"] = repeat("msgpolicy audit, raw", audit, raw_log, raw_dir, args.jobs, args.results_format)
+        report["raw"] = repeat("msgpolicy audit, raw", audit, raw_log, raw_dir, args.jobs, args.results_format,
+                               args.engine)
         report["ratios"]["raw_over_labelled"] = report["raw"]["wall_s"] / wall
     if args.diff:
         if cli_has("diff"):
