@@ -120,23 +120,20 @@ class GroupedVersion:
 
 
 class BatchJudge(AuditJudge):
-    """AuditJudge whose rule evaluation goes through rule groups and the decision store."""
+    """AuditJudge whose versions are evaluated as rule groups through the decision store
+    (the Judge's cache of whole fact vectors stays in front of them)."""
 
     def __init__(self, policies, store: DecisionStore, **kw):
         super().__init__(policies, **kw)
         self._store = store
-        self._grouped: dict[str, GroupedVersion] = {}
 
-    def grouped(self, version) -> GroupedVersion:
-        found = self._grouped.get(version.content_hash)
-        if found is None:
-            found = self._grouped[version.content_hash] = GroupedVersion(version, self._store)
-        return found
-
-    def _fired(self, version, values: dict) -> frozenset[str]:
+    def _engine(self, version):
         if self.evaluator != "durable":
-            return super()._fired(version, values)
-        return self.grouped(version).fired(values)
+            return super()._engine(version)
+        found = self._engines.get(version.content_hash)
+        if found is None:
+            found = self._engines[version.content_hash] = GroupedVersion(version, self._store)
+        return found
 
 
 def vector_columns(version, detector_columns) -> list[tuple[str, str]]:

@@ -38,6 +38,7 @@ import orjson
 import polars as pl
 
 from .. import __version__
+from ..classifier.modelcache import cache_directory
 from ..audit import (_NO_POLICY, _POINTS, ORDERS_KEPT, AuditConfig, AuditJudge, AuditResult, Summary, _mapped,
                      log_time, sha256_file, stream_items, write_results)
 from ..detectors import (AttachmentsDetector, FieldDetector, LanguageMatchDetector, PriorCountDetector,
@@ -49,7 +50,6 @@ from . import history
 from .decode import EVENT_FIELDS, MESSAGE_FIELDS, classify_rows, decode, iso_text, line_bytes, read_lines
 from .decide import BatchJudge, DecisionStore, decide
 from .texts import TEXT_KINDS, Views
-from ..classifier.modelcache import cache_directory
 
 _DAY_US = 86_400_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
