@@ -49,6 +49,7 @@ from ..timeline import in_force_on, local_noon, marketplace_zone
 from . import history
 from .decode import EVENT_FIELDS, MESSAGE_FIELDS, classify_rows, decode, iso_text, line_bytes, read_lines
 from .decide import BatchJudge, DecisionStore, decide
+from .infer import infer_missing
 from .texts import TEXT_KINDS, Views
 
 _DAY_US = 86_400_000_000
@@ -295,7 +296,7 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
     stages.mark("read+validate")
 
     # Inference for the records that lack what a rule in force reads.
-    messages, inferences = _infer(judge, policies, messages, vsets, loaded)
+    messages, inferences = infer_missing(judge, messages, vsets, loaded)
     stages.mark("infer")
 
     # History.
@@ -391,42 +392,6 @@ def _versions_in_force(policies, messages: pl.DataFrame, at):
     lookup = pl.DataFrame(rows, schema={"marketplace": pl.String, "local_date": pl.Date, "vset": pl.Int32},
                           orient="row")
     return messages.join(lookup, on=["marketplace", "local_date"], how="left").sort("pos"), vsets, instants
-
-
-def _message_object(loaded: _Loaded, pos: int, file: int, line: int) -> Message:
-    found = loaded.objects.get(pos)
-    if found is None:
-        data, offsets = loaded.raw[file]
-        found = to_record(orjson.loads(line_bytes(data, offsets, line - 1)), "", line)
-        loaded.objects[pos] = found
-    return found
-
-
-def _infer(judge, policies, messages, vsets, loaded):
-    """The classifier and language detection for the records that need them (Python, per record)."""
-    reads_language = [any(v.reads_language for v in vs) for vs in vsets]
-    need = messages.with_row_index("row").filter(
-        pl.col("category").is_null()
-        | (pl.col("language").is_null() & pl.col("buyer_language").is_not_null()
-           & pl.col("vset").replace_strict(dict(enumerate(reads_language)), default=False)))
-    inferences: dict[int, object] = {}
-    if need.is_empty():
-        return messages.with_columns(candidates=pl.lit("")), inferences
-    categories = messages["category"].to_list()
-    languages = messages["language"].to_list()
-    candidates = [""] * len(messages)
-    for row, pos, file, line, vset in need.select("row", "pos", "file", "line", "vset").iter_rows():
-        message = _message_object(loaded, pos, file, line)
-        effective, inference = judge.infer(message, list(vsets[vset]))
-        if inference is None:
-            continue
-        inferences[row] = inference
-        categories[row] = effective.category.value if effective.category is not None else None
-        languages[row] = effective.language
-        candidates[row] = "|".join(inference.uncertain_candidates)
-    return messages.with_columns(category=pl.Series(categories, dtype=pl.String),
-                                 language=pl.Series(languages, dtype=pl.String),
-                                 candidates=pl.Series(candidates, dtype=pl.String)), inferences
 
 
 def _detectors(policies, messages, vsets, loaded, horizon):
