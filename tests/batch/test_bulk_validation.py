@@ -3,7 +3,7 @@
 A line that `classify_rows` marks `fast` is taken without asking pydantic, so
 for every such line the models must accept the record and give exactly the
 values the pipeline takes from the columns. Lines not marked fast go to the
-models one by one; for the whole file, the batch loader (`pipeline._load`)
+models one by one; for the whole file, the batch loader (`engine.batch.load.load`)
 must then end with the streaming reader's answers: the same rejects (line,
 field, reason), the same messages and events with the same values, the same
 log clock and message ids, the same blank and read counts.
@@ -32,9 +32,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from engine.audit import _jsonl_items, log_time
-from engine.batch import pipeline
 from engine.batch.decode import classify_rows, read_lines
-from engine.batch.pipeline import _fast_frames, _load, _message_row, _us
+from engine.batch import load as batch_load
+from engine.batch.load import _fast_frames, _message_row, _us, load as _load
 from engine.io import InputError, to_record
 from engine.model import BuyerEvent, Category, Channel, InitiatedBy, Message
 
@@ -77,7 +77,7 @@ def bulk_path(path: Path, not_after: float) -> tuple[dict, pl.DataFrame]:
         frames.append(classify_rows(raw))
         return frames[-1]
 
-    with mock.patch.object(pipeline, "classify_rows", classify):
+    with mock.patch.object(batch_load, "classify_rows", classify):
         loaded = _load([path], None, not_after, ())
     messages = {}
     for row in loaded.messages.iter_rows(named=True):
@@ -488,7 +488,7 @@ KNOWN_GAPS = {
     # orjson stops at 1024 levels of nesting; DuckDB reads deeper documents.
     "deep nesting": [_M + b',"x":' + b"[" * 1100 + b"]" * 1100 + b"}"],
     # A line that is not UTF-8 is emptied before DuckDB sees it, so `blank` is true and
-    # pipeline._load skips it; the streaming reader rejects it (malformed JSON).
+    # the batch loader skips it; the streaming reader rejects it (malformed JSON).
     "not UTF-8": [_M + b',"subject":"\xff"}', b"\xff", b"\xc3(", _M + b',"subject":"\xed\xa0\x80"}'],
 }
 
