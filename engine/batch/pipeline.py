@@ -330,99 +330,122 @@ def _detectors(policies, messages, vsets, loaded, horizon):
     return messages.with_columns(new_cols), columns
 
 
+def _json_string(col: pl.Expr) -> pl.Expr:
+    """A string column as orjson writes a JSON string: polars' JSON encoder escapes the same
+    characters (tests/batch/test_render.py checks it), so evidence is written natively."""
+    return pl.struct(col.alias("x")).struct.json_encode().str.slice(5).str.strip_suffix("}")
+
+
+def _evidence(pairs: tuple) -> pl.Expr:
+    """',"evidence":{…}' of one finding from its facts' span columns ("" when no span is set),
+    as `_Plan.render` writes it: the finding's facts in order, those with a non-empty span."""
+    if not pairs:
+        return pl.lit("")
+    pieces = [pl.when(pl.col(column).fill_null("") != "").then(
+        pl.lit(orjson.dumps(name).decode() + ":") + _json_string(pl.col(column))) for name, column in pairs]
+    joined = pl.concat_str(pieces, separator=",", ignore_nulls=True)
+    return pl.when(joined.fill_null("") != "").then(pl.lit(',"evidence":{') + joined + pl.lit("}")).otherwise(pl.lit(""))
+
+
 def _render(messages, plans, vsets, detector_columns, inferences, instants, at) -> pl.Series:
-    """Each message's result line (with its newline), in stream order."""
-    tails: list[Optional[str]] = []
-    needs: list[Optional[list]] = []  # per plan: per version the detector (name, span column) it quotes
-    plan_versions: list = []
-    for plan in plans:
-        if plan is None:
-            tails.append(_NO_POLICY[0].decode())
-            needs.append(None)
-            continue
-        tails.append(None)
-        needs.append(None)
-    # Which versions each plan was decided for: any row of it tells.
-    first_vset = messages.group_by("plan").agg(pl.col("vset").first())
-    vset_of = dict(first_vset.iter_rows())
+    """Each message's result line (with its newline), in stream order.
+
+    A plan (a decided verdict) whose findings quote no evidence has one tail for all its
+    messages. A plan that quotes evidence is a list of finding templates; each message's
+    spans are filled in natively, finding by finding. Only messages with inference notes
+    (findings of their own) are rendered one by one, by the streaming audit's renderer."""
+    first_vset = dict(messages.group_by("plan").agg(pl.col("vset").first()).iter_rows())
+    static: list[Optional[str]] = [None] * len(plans)
+    plan_versions: list = [()] * len(plans)
+    templates = []  # (plan, finding index, finding JSON without its closing brace, evidence kind)
+    kinds: dict[tuple, int] = {}  # ((fact name, span column), …) → evidence kind
+    heads: dict[int, str] = {}
     for p, plan in enumerate(plans):
         if plan is None:
-            plan_versions.append(())
+            static[p] = _NO_POLICY[0].decode()
             continue
-        versions = vsets[vset_of[p]]
-        plan_versions.append(versions)
+        if p not in first_vset:
+            continue
+        versions = plan_versions[p] = vsets[first_vset[p]]
         quoted = []
-        any_quote = False
-        for i, v in enumerate(versions):
-            names = {name for body, idx, fact_names in plan.findings if idx == i for name in fact_names}
-            cols = [(name, detector_columns[key][1]) for name, (key, _) in v.detectors_used.items() if name in names]
-            quoted.append(cols)
-            any_quote = any_quote or bool(cols)
-        if any_quote:
-            needs[p] = quoted
-        else:
-            tails[p] = plan.render([{} for _ in versions]).decode()
-    tail_series = pl.Series("tail", tails, dtype=pl.String)
+        for _, i, names in plan.findings:
+            used = versions[i].detectors_used
+            quoted.append(tuple((name, detector_columns[used[name][0]][1]) for name in names if name in used))
+        if not any(quoted):
+            static[p] = plan.render([{} for _ in versions]).decode()
+            continue
+        heads[p] = plan.head.decode()
+        for k, ((body, _, _), pairs) in enumerate(zip(plan.findings, quoted)):
+            templates.append((p, k, body.decode(), kinds.setdefault(pairs, len(kinds))))
+
+    n_plans = pl.Series(range(len(plans)))
     frame = messages.select(
         "message_id", "sent_iso", "marketplace", "late", "plan",
-        pl.col("plan").replace_strict(pl.Series(range(len(plans))), tail_series, default=None).alias("tail"))
+        pl.col("plan").replace_strict(n_plans, pl.Series(static, dtype=pl.String), default=None).alias("tail"))
+    if templates:
+        span_columns = sorted({column for pairs in kinds for _, column in pairs})
+        template_frame = pl.DataFrame(templates, schema={"plan": pl.UInt32, "k": pl.Int32, "body": pl.String,
+                                                         "kind": pl.Int32}, orient="row")
+        quoted_rows = messages.select("plan", *span_columns).with_row_index("row").filter(
+            pl.col("plan").is_in(list(heads)))
+        long = quoted_rows.with_columns(pl.col("plan").cast(pl.UInt32)).join(template_frame, on="plan")
+        # Each evidence kind on its own rows only: a when/then chain would evaluate every kind everywhere.
+        pairs_of = {kind: pairs for pairs, kind in kinds.items()}
+        pieces = pl.concat([part.select("row", "plan", "k", (pl.col("body") + _evidence(pairs_of[part["kind"][0]])
+                                                            + pl.lit("}")).alias("piece"))
+                            for part in long.partition_by("kind")])
+        filled = (pieces.sort("row", "k")
+                  .group_by("row", maintain_order=True)
+                  .agg(pl.col("plan").first(), pl.col("piece").str.join(","))
+                  .select("row", (pl.col("plan").replace_strict(pl.Series(list(heads), dtype=pl.UInt32),
+                                                                pl.Series(list(heads.values()), dtype=pl.String))
+                                  + pl.col("piece") + pl.lit("]}")).alias("quoted")))
+        frame = frame.with_row_index("row").join(filled, on="row", how="left", maintain_order="left").select(
+            pl.exclude("row", "quoted", "tail"), pl.coalesce("tail", "quoted").alias("tail"))
     if at is None:
         iso = pl.col("sent_iso")
     else:
         iso = pl.col("marketplace").replace_strict({m: i.isoformat() for m, i in instants.items()})
-    simple_id = ~pl.col("message_id").str.contains(r'["\\\x00-\x1f]')
     tail = pl.when(pl.col("late")).then(
         pl.col("tail").str.slice(0, pl.col("tail").str.len_bytes() - 1) + ',"out_of_order":true}'
     ).otherwise(pl.col("tail"))
-    line = pl.when(simple_id).then(
-        pl.concat_str([pl.lit('{"message_id":"'), pl.col("message_id"), pl.lit('","evaluated_at":"'), iso,
-                       pl.lit('",'), tail, pl.lit("\n")]))
-    lines = frame.select(line.alias("line"), iso.alias("iso"))
-    out = lines["line"].to_list() if False else None
-    # Rows the native concat could not render: quoted evidence, inference notes, escaped ids.
-    slow_rows = frame.with_row_index("row").filter(
-        pl.col("tail").is_null() | ~simple_id)["row"].to_list()
-    slow_rows = sorted(set(slow_rows) | set(inferences))
-    if not slow_rows:
-        return lines["line"]
-    out = lines["line"].to_list()
-    isos = lines["iso"].to_list()
-    span_cols = sorted({c for q in needs if q for cols in q for _, c in cols})
-    picked = messages.select("message_id", "late", "plan", *span_cols)
-    mids = picked["message_id"].to_list()
-    lates = picked["late"].to_list()
-    plan_ids = picked["plan"].to_list()
-    span_values = {c: picked[c].to_list() for c in span_cols}
+    # An id that needs escaping (rare) is written by orjson below with the rows rendered one by one.
+    simple_id = ~pl.col("message_id").str.contains(r'["\\\x00-\x1f]')
+    line = pl.when(simple_id).then(pl.concat_str([
+        pl.lit('{"message_id":"'), pl.col("message_id"), pl.lit('","evaluated_at":"'), iso, pl.lit('",'), tail,
+        pl.lit("\n")]))
+    lines = frame.select(line.alias("line"))["line"]
+    escaped = lines.is_null().arg_true().to_list()
+    if not inferences and not escaped:
+        return lines
+    rows = sorted(set(inferences) | set(escaped))
+    picked = frame.select("message_id", "late", "plan", iso.alias("iso"), tail.alias("tail"))[rows]
+    span_columns = sorted({detector_columns[key][1] for key in detector_columns})
+    spans_of = {c: values.to_list() for c, values in messages.select(span_columns)[rows].to_dict().items()}
     dumps = orjson.dumps
-    for r in slow_rows:
-        p = plan_ids[r]
+    out = []
+    for n, (r, (mid, late, p, instant, native)) in enumerate(zip(rows, picked.iter_rows())):
         plan = plans[p]
-        if plan is None:
-            tail = _NO_POLICY[0]
-        else:
-            quoted = needs[p]
-            if quoted is None:
-                spans = [{} for _ in plan_versions[p]]
-            else:
-                spans = []
-                for cols in quoted:
-                    own = {}
-                    for name, col in cols:
-                        value = span_values[col][r]
-                        if value:
-                            own[name] = value
-                    spans.append(own)
-            inference = inferences.get(r)
-            if inference is None:
-                tail = plan.render(spans)
-            else:
-                notes = AuditJudge._inference_findings(inference, plan.per_candidate)
-                tail = plan.render(spans, notes)
-        if lates[r]:
-            tail = tail[:-1] + b',"out_of_order":true}'
-        out[r] = (b'{"message_id":' + dumps(mids[r]) + b',"evaluated_at":"' + isos[r].encode() + b'",'
-                  + tail + b"\n").decode()
-    return pl.Series("line", out, dtype=pl.String)
+        if r not in inferences:
+            tail = native.encode()
+        else:  # the notes on what was inferred come first among the findings
+            spans = []
+            for version in plan_versions[p]:
+                own = {}
+                for name, (key, _) in version.detectors_used.items():
+                    value = spans_of[detector_columns[key][1]][n]
+                    if value:
+                        own[name] = value
+                spans.append(own)
+            tail = _NO_POLICY[0] if plan is None else plan.render(
+                spans, AuditJudge._inference_findings(inferences[r], plan.per_candidate))
+            if late:
+                tail = tail[:-1] + b',"out_of_order":true}'
+        out.append((b'{"message_id":' + dumps(mid) + b',"evaluated_at":"' + instant.encode() + b'",'
+                    + tail + b"\n").decode())
+    patch = pl.DataFrame({"row": pl.Series(rows, dtype=pl.UInt32), "own": pl.Series(out, dtype=pl.String)})
+    return (lines.to_frame().with_row_index("row").join(patch, on="row", how="left", maintain_order="left")
+            .select(pl.coalesce("own", "line").alias("line"))["line"])
 
 
 def _summarise(summary: Summary, messages, plans, vsets, inferences, policies, at) -> None:
