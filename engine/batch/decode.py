@@ -28,15 +28,24 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ..model import BuyerEvent, Message
+from ..model import AttachmentKind, BuyerEvent, Message
 
 # A timestamp the model accepts and whose isoformat() is the text itself (with "Z" and
 # "-00:00" read as "+00:00"): seconds precision, a colon in the offset, a sane year.
 _CANONICAL_TIME = r"^(19|20|21)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
-# Lines the JSON parsers might read differently from orjson (which the per-line path uses):
-# surrogate escapes, numbers past the double range, trailing commas, NaN and Infinity (which
-# DuckDB's parser accepts), a byte-order mark. They take the per-line path.
-_PARSER_DOUBT = r"\\u[dD][89a-fA-F]|[0-9][eE]\+?[0-9]{3}[,}\]\s]|,\s*[}\]]|[:\[,]\s*-?(?:NaN|Inf)"
+# Where DuckDB's JSON reader accepts a line orjson (the per-line path) rejects, or might read it
+# differently: surrogate escapes, numbers past the double range (a 3-digit exponent, 300 digits),
+# trailing commas, NaN and Infinity in any letter case, a byte-order mark. Nesting deeper than
+# orjson's limit is counted apart. Only lines that are not in canonical form are searched.
+_PARSER_DOUBT = (r"\\u[dD][89a-fA-F]|[0-9.][eE][+-]?[0-9]{3}|[0-9]{300}|,\s*[}\]]|[:\[,]\s*-?(?i:nan|inf)"
+                 r"|^\x{FEFF}")
+_MAX_DEPTH = 1000  # orjson refuses documents nested deeper than 1024
+# Attachments as the JSON writer prints a list the model accepts as is: objects of exactly
+# a plain string name and a known kind (other lists take the per-line path).
+_KINDS = "|".join(k.value for k in AttachmentKind)
+_ATTACHMENT = rf'\{{(?:"name":"[^"\\]*","kind":"(?:{_KINDS})"|"kind":"(?:{_KINDS})","name":"[^"\\]*")\}}'
+_CANONICAL_ATTACHMENTS = rf"^\[(?:{_ATTACHMENT}(?:,{_ATTACHMENT})*)?\]$"
+_CHUNK = 32768  # lines per Arrow chunk: DuckDB scans chunks in parallel
 
 
 @dataclass(frozen=True)
@@ -106,62 +115,141 @@ def line_bytes(data: np.ndarray, offsets: np.ndarray, index: int) -> bytes:
     return data[offsets[index]:offsets[index + 1]].tobytes()
 
 
-def _as_strings(data: np.ndarray, offsets: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    """Lines as an Arrow string array (zero copy) and the indices of lines that are not UTF-8
-    (emptied here; the per-line path reports them as orjson does)."""
-    binary = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(offsets) - 1,
-                                              [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+def _not_utf8(binary: pa.Array, start: int, found: list) -> None:
+    """Indices (from `start`) of the lines of `binary` that are not UTF-8, by halving."""
     try:
-        return binary.cast(pa.large_string()), np.empty(0, dtype=np.int64)
+        binary.cast(pa.large_string())
+        return
     except pa.ArrowInvalid:
         pass
-    bad = []
-    for i in range(len(offsets) - 1):
+    if len(binary) == 1:
+        found.append(start)
+        return
+    half = len(binary) // 2
+    _not_utf8(binary.slice(0, half), start, found)
+    _not_utf8(binary.slice(half), start + half, found)
+
+
+def _as_strings(data: np.ndarray, offsets: np.ndarray) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """Lines as Arrow strings (zero copy, in chunks) and the indices of the lines that are not
+    UTF-8 (emptied here; the per-line path reports them as orjson does)."""
+    n = len(offsets) - 1
+    binary = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n,
+                                              [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    chunks, bad = [], []
+    for start in range(0, n, _CHUNK):
+        part = binary.slice(start, _CHUNK)
         try:
-            line_bytes(data, offsets, i).decode("utf-8")
-        except UnicodeDecodeError:
-            bad.append(i)
-    mask = np.zeros(len(offsets) - 1, dtype=bool)
-    mask[bad] = True
-    cleaned = pa.compute.if_else(pa.array(mask), pa.scalar(b"", pa.large_binary()), binary)
-    return cleaned.cast(pa.large_string()), np.array(bad, dtype=np.int64)
+            chunks.append(part.cast(pa.large_string()))
+            continue
+        except pa.ArrowInvalid:
+            pass
+        found: list = []
+        _not_utf8(part, start, found)
+        bad += found
+        mask = np.zeros(len(part), dtype=bool)
+        mask[np.array(found) - start] = True
+        chunks.append(pa.compute.if_else(pa.array(mask), pa.scalar(b"", pa.large_binary()), part)
+                      .cast(pa.large_string()))
+    if not chunks:
+        chunks = [pa.array([], pa.large_string())]
+    return pa.chunked_array(chunks), np.array(bad, dtype=np.int64)
+
+
+def _path(key: str) -> str:
+    return "'$.\"" + key.replace("'", "''") + "\"'"
+
+
+def _json_type(j: pl.Expr) -> pl.Expr:
+    """The JSON type of a value as DuckDB's writer prints it (null when absent)."""
+    first = j.str.slice(0, 1)
+    return (pl.when(j.is_null()).then(None)
+            .when(first == '"').then(pl.lit("VARCHAR"))
+            .when((j == "true") | (j == "false")).then(pl.lit("BOOLEAN"))
+            .when(j == "null").then(pl.lit("NULL"))
+            .when(first == "{").then(pl.lit("OBJECT"))
+            .when(first == "[").then(pl.lit("ARRAY"))
+            .otherwise(pl.lit("NUMBER")))
+
+
+def _json_text(j: pl.Expr) -> pl.Expr:
+    """A value as text: a string unescaped, anything else as printed."""
+    is_str = j.str.starts_with('"')
+    escaped = pl.when(is_str & j.str.contains("\\", literal=True)).then(j).otherwise(None)
+    plain = j.str.strip_prefix('"').str.strip_suffix('"')  # no escape: no quote inside
+    return (pl.when(~is_str).then(j)
+            .otherwise(pl.coalesce(escaped.str.json_decode(pl.String), plain)))
 
 
 def decode(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = ()) -> pl.DataFrame:
     """One row per line: `index` (0-based), `blank`, `parsed` (a JSON object the bulk path
     may trust) and, per key, `t_<key>` (its JSON type, null when absent) and `s_<key>`
-    (its value as text: a string unescaped, a bool as true/false)."""
+    (its value as text: a string unescaped, a bool as true/false, a list as JSON)."""
     import duckdb
 
+    n = len(offsets) - 1
     lines, not_utf8 = _as_strings(data, offsets)
     keys = tuple(dict.fromkeys([*KEYS, *extra_keys]))
-    paths = "[" + ", ".join("'$." + k.replace("'", "''") + "'" for k in keys) + "]"
-    con = duckdb.connect(config={"threads": 2})
+    paths = "[" + ", ".join(_path(k) for k in keys) + "]"
+    con = duckdb.connect(config={"threads": 2, "preserve_insertion_order": True})
     con.register("lines_tbl", pa.table({"line": lines}))
-    # Native passes over each line: the JSON types of the keys, their values as text. A line
-    # that repeats a key takes the per-line path: DuckDB reads the first value, orjson the last.
+    # One parse per line: every key's value as the JSON writer prints it (a string re-escaped).
     sql = f"""
-        SELECT trim(line, ' \t\n\r\x0b\x0c') = '' AS blank,
-               ok AND len(keys) = len(list_distinct(keys)) AS parsed,
-               CASE WHEN ok THEN json_type(line, {paths}) END AS types,
-               CASE WHEN ok THEN json_extract_string(line, {paths}) END AS texts
-        FROM (SELECT line, ok, CASE WHEN ok THEN json_keys(line) END AS keys
-              FROM (SELECT line, CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END AS ok
-                    FROM lines_tbl))
+        SELECT ok, CASE WHEN ok THEN false ELSE trim(line, ' \t\n\r\x0b\x0c') = '' END AS blank,
+               {", ".join(f"j[{i + 1}] AS j{i}" for i in range(len(keys)))}
+        FROM (SELECT line, ok, CASE WHEN ok THEN json_extract(line, {paths}) END AS j
+              FROM (SELECT line, json_valid(line) AS ok FROM lines_tbl))
     """
     out = pl.from_arrow(con.sql(sql).to_arrow_table())
+    # A line is canonical when it is nothing but its keys and their values as the writer prints
+    # them, with no \u or \/ escape: then its length is the sum of theirs, and any whitespace,
+    # repeated key, unknown key, trailing comma, comment or byte-order mark would add to it. Its
+    # other values are strings, bools, nulls or canonical attachments (classify_rows), so there is
+    # no number, NaN or nesting orjson could read differently.
+    starts, ends = offsets[:-1], offsets[1:]
+    length = ends - starts
+    body = length.copy()
+    nonempty = body > 0
+    body[nonempty] -= data[ends[nonempty] - 1] == 10
+    cr = body > 0
+    body[cr] -= data[starts[cr] + body[cr] - 1] == 13
+    brace = np.zeros(n, dtype=bool)
+    brace[nonempty] = data[starts[nonempty]] == 123
+    backslash = np.flatnonzero(data[:-1] == 92) if len(data) else np.empty(0, dtype=np.int64)
+    odd = backslash[np.isin(data[backslash + 1], (ord("u"), ord("/")))]
+    escaped = np.zeros(n, dtype=bool)
+    escaped[np.searchsorted(offsets, odd, side="right") - 1] = True
+    js = [pl.col(f"j{i}") for i in range(len(keys))]
+    members = [(j.str.len_bytes() + (len(k.encode()) + 4)).fill_null(0) for j, k in zip(js, keys)]
+    present = [j.is_not_null().cast(pl.Int64) for j in js]
+    expected = 1 + pl.sum_horizontal(members) + (pl.sum_horizontal(present) == 0).cast(pl.Int64)
+    out = out.with_columns(canonical=pl.col("ok") & pl.Series(brace & ~escaped) & (pl.Series(body) == expected))
+    # Other JSON lines: an object, each key once (DuckDB reads a repeated key's first value,
+    # orjson its last), nothing the two parsers disagree on.
+    other = out["ok"] & ~out["canonical"]
+    other_index = other.arg_true()
+    trusted = np.zeros(n, dtype=bool)
+    if len(other_index):
+        subset = lines.take(pa.array(other_index.to_numpy()))
+        con.register("other_tbl", pa.table({"line": subset}))
+        ok = con.sql("""
+            SELECT json_type(line) = 'OBJECT' AND len(json_keys(line)) = len(list_distinct(json_keys(line)))
+            FROM other_tbl""").to_arrow_table().column(0).to_numpy(zero_copy_only=False)
+        text = pl.Series(subset)
+        doubt = (text.str.contains(_PARSER_DOUBT) | (text.str.count_matches(r"[\[{]") > _MAX_DEPTH)).to_numpy()
+        trusted[other_index.to_numpy()] = ok & ~doubt
     con.close()
-    doubt = pl.from_arrow(lines).str.contains(_PARSER_DOUBT)
+    parsed = out["canonical"].to_numpy() | trusted
+    blank = out["blank"].to_numpy().copy()
     if len(not_utf8):
-        doubt = doubt | pl.Series(np.isin(np.arange(len(doubt)), not_utf8))
-    if len(offsets) > 1 and data[:3].tobytes() == b"\xef\xbb\xbf":
-        doubt[0] = True
-    types, texts = pl.col("types"), pl.col("texts")
-    return out.with_row_index("index").with_columns(
-        parsed=pl.col("parsed") & ~doubt,
-        **{f"t_{k}": types.list.get(i) for i, k in enumerate(keys)},
-        **{f"s_{k}": texts.list.get(i) for i, k in enumerate(keys)},
-    ).drop("types", "texts")
+        parsed[not_utf8] = False
+        blank[not_utf8] = False
+    out = out.with_columns(parsed=pl.Series(parsed), blank=pl.Series(blank))
+    return out.with_row_index("index").select(
+        "index", "blank", "parsed",
+        *(_json_type(j).alias(f"t_{k}") for j, k in zip(js, keys)),
+        *(_json_text(j).alias(f"s_{k}") for j, k in zip(js, keys)),
+    )
 
 
 def _field_ok(kind: FieldKind, prefix: str = "") -> pl.Expr:
@@ -177,8 +265,8 @@ def _field_ok(kind: FieldKind, prefix: str = "") -> pl.Expr:
         ok = t == "BOOLEAN"
     elif kind.kind == "time":
         ok = (t == "VARCHAR") & s.str.contains(_CANONICAL_TIME)
-    else:  # lists (attachments): only the absent default is taken in bulk
-        ok = pl.lit(False)
+    else:  # lists (attachments)
+        ok = (t == "ARRAY") & s.str.contains(_CANONICAL_ATTACHMENTS)
     if kind.optional:
         ok = ok | null
     if kind.required:

@@ -52,6 +52,24 @@ def _message_row(pos: int, file: int, line: int, m: Message) -> dict:
     }
 
 
+class _Objects(dict):
+    """pos → Message of the records validated one by one; a record taken in bulk whose object
+    is asked for (`objects[pos]`, for its attachments) is validated then, from its line."""
+
+    def __init__(self):
+        super().__init__()
+        self.files: list = []  # (base, data, offsets) of each JSON Lines file read in bulk
+
+    def __missing__(self, pos: int):
+        for base, data, offsets in self.files:
+            if base <= pos < base + len(offsets) - 1:
+                index = pos - base
+                found = to_record(orjson.loads(line_bytes(data, offsets, index)), "", index + 1)
+                self[pos] = found
+                return found
+        raise KeyError(pos)
+
+
 @dataclass
 class _Loaded:
     messages: pl.DataFrame
@@ -85,7 +103,9 @@ def _fast_frames(raw: pl.DataFrame, file: int, base: int) -> tuple[pl.DataFrame,
         text("language").alias("language"), text("buyer_language").alias("buyer_language"),
         pl.when(pl.col("t_handmade") == "BOOLEAN").then(pl.col("s_handmade") == "true")
         .otherwise(None).alias("handmade"),
-        pl.lit(False).alias("slow"),
+        # A message with attachments keeps its model object for the detectors that read them
+        # (validated when first asked for: see _Objects).
+        (pl.col("t_attachments").is_not_null() & (pl.col("s_attachments") != "[]")).alias("slow"),
     )
     events = raw.filter(pl.col("fast") == "event").select(
         (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.col("s_buyer_id").alias("buyer_id"),
@@ -95,7 +115,7 @@ def _fast_frames(raw: pl.DataFrame, file: int, base: int) -> tuple[pl.DataFrame,
 
 def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
     msg_frames, ev_frames, clocks, ids = [], [], [], []
-    rejects, objects, raws = [], {}, {}
+    rejects, objects, raws = [], _Objects(), {}
     slow_msgs, slow_events, slow_clock, slow_ids = [], [], [], []
     blank = read = 0
     base = 0
@@ -105,6 +125,7 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
         if suffix not in (".csv", ".parquet") and mapping is None:
             data, offsets = read_lines(Path(path))
             raws[file] = (data, offsets)
+            objects.files.append((base, data, offsets))
             frame = classify_rows(decode(data, offsets, extra_keys))
             # Events that also carry sent_at (an extra field) take the per-line path: the log clock reads it.
             frame = frame.with_columns(fast=pl.when((pl.col("fast") == "event") & pl.col("t_sent_at").is_not_null())

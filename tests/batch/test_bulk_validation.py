@@ -14,10 +14,9 @@ timestamps, unknown enum values, extra and escaped keys, nesting, escapes,
 non-finite and huge numbers, trailing commas, byte-order marks, broken JSON,
 non-objects, blank lines).
 
-The bulk path has known gaps, listed in KNOWN_GAPS: the generator leaves
-those inputs out so the property stays meaningful, and each gap has a
-regression test of exact inputs marked xfail(strict=True), which starts to
-fail (XPASS) once decode.py closes the gap: then remove its entry.
+Inputs where DuckDB's JSON reader and orjson disagree (non-finite literals in
+any letter case, huge numbers, deep nesting, non-UTF-8 bytes) each have a
+regression test of exact inputs (PARSER_DISAGREEMENTS).
 """
 from __future__ import annotations
 
@@ -345,7 +344,8 @@ def hostile_line(draw) -> bytes:
     line = draw(object_line())
     kind = draw(st.sampled_from([
         "truncate", "trailing_comma", "trailing_comma_array", "garbage", "two", "bom", "array", "string",
-        "number", "literal", "blank", "control", "comment", "single_quotes", "nonfinite", "nul",
+        "number", "literal", "blank", "control", "comment", "single_quotes", "nonfinite", "nul", "deep",
+        "not_utf8",
     ]))
     if kind == "truncate":
         return line[:draw(st.integers(0, max(len(line) - 1, 0)))]
@@ -377,11 +377,21 @@ def hostile_line(draw) -> bytes:
     if kind == "single_quotes":
         return line.replace(b'"', b"'")
     if kind == "nonfinite":
-        # the spellings decode.py recognises as doubtful (NaN, Infinity, 3-digit exponents)
-        value = draw(st.sampled_from([b"NaN", b"-NaN", b"Infinity", b"-Infinity", b"1e400", b"-2E+308", b"1.5e999"]))
+        # literals and numbers DuckDB reads and orjson rejects (or reads as a finite double)
+        value = draw(st.sampled_from([b"NaN", b"-NaN", b"Infinity", b"-Infinity", b"nan", b"-inf", b"INF",
+                                      b"infinity", b"iNf", b"1e400", b"-2E+308", b"1.5e999", b"1e1000",
+                                      b"1E+0400", b"1" + b"0" * 400, b"1" + b"0" * 300 + b"e10",
+                                      b"1" + b"0" * 300, b"1e308", b"[1, nan]"]))
         return line[:-1] + b',"x":' + value + b"}" if line.endswith(b"}") else line
     if kind == "nul":
         return line + b"\x00"
+    if kind == "deep":
+        depth = draw(st.sampled_from([1000, 1023, 1024, 1025, 1100]))
+        return line[:-1] + b',"x":' + b"[" * depth + b"]" * depth + b"}" if line.endswith(b"}") else line
+    if kind == "not_utf8":
+        bad = draw(st.sampled_from([b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\x80", b"\xf4\x90\x80\x80"]))
+        at = draw(st.integers(0, len(line)))
+        return line[:at] + bad + line[at:]
     raise AssertionError(kind)
 
 
@@ -474,32 +484,39 @@ def test_bulk_path_agrees_with_pydantic(data, not_after):
     check_file(data, not_after)
 
 
-# ---- known gaps: the bulk path takes lines the per-line path rejects ------------------------
+# ---- where DuckDB's reader and orjson disagree: the line takes the per-line path -------------
 
 _M = b'{"message_id":"m1","order_id":"o1","buyer_id":"b1","sent_at":"2021-03-01T10:00:00Z"'
 
-KNOWN_GAPS = {
-    # Non-finite literals DuckDB accepts besides NaN/Infinity; orjson rejects the line.
+PARSER_DISAGREEMENTS = {
+    # Non-finite literals DuckDB accepts in any letter case; orjson rejects the line.
     "non-finite spellings": [_M + b',"x":nan}', _M + b',"x":-nan}', _M + b',"x":inf}', _M + b',"x":-inf}',
-                             _M + b',"x":INF}', _M + b',"x":NAN}', _M + b',"x":infinity}'],
-    # Numbers beyond the double range that _PARSER_DOUBT misses (it looks for 3-digit exponents).
+                             _M + b',"x":INF}', _M + b',"x":NAN}', _M + b',"x":infinity}',
+                             _M + b', "x": [1, -Inf]}'],
+    # Numbers beyond the double range (orjson: "number is infinity when parsed as double").
     "huge numbers": [_M + b',"x":1e1000}', _M + b',"x":1E+0400}', _M + b',"x":1' + b"0" * 400 + b"}",
                      _M + b',"x":1' + b"0" * 300 + b"e10}"],
     # orjson stops at 1024 levels of nesting; DuckDB reads deeper documents.
-    "deep nesting": [_M + b',"x":' + b"[" * 1100 + b"]" * 1100 + b"}"],
-    # A line that is not UTF-8 is emptied before DuckDB sees it, so `blank` is true and
-    # the batch loader skips it; the streaming reader rejects it (malformed JSON).
+    "deep nesting": [_M + b',"x":' + b"[" * 1100 + b"]" * 1100 + b"}",
+                     _M + b',"x":' + b'{"a":' * 1100 + b"1" + b"}" * 1100 + b"}"],
+    # A line that is not UTF-8 is a malformed JSON reject in the streaming reader, not a blank.
     "not UTF-8": [_M + b',"subject":"\xff"}', b"\xff", b"\xc3(", _M + b',"subject":"\xed\xa0\x80"}'],
+    # Canonical-looking lines with something more: each goes to the models, which answer.
+    "not canonical": [_M + b',"attachments":[{"name":"a","kind":"invoice","kind":"x"}]}',
+                      _M + b',"attachments":[{"name":"a","kind":"invoice"},]}',
+                      _M + b',"attachments":[{"name":"a","kind":"invoice"}] }',
+                      _M + b',"subject":"\\u00e9\\/"}', _M + b',"message\\u005fid":"m2"}',
+                      _M + b',"x":1,}', _M + b'}\r', b"\xef\xbb\xbf" + _M + b"}"],
 }
 
 
 @pytest.mark.parametrize("line", [
-    pytest.param(line, id=f"{gap}-{i}",
-                 marks=pytest.mark.xfail(strict=True, reason=f"known gap of the bulk path: {gap}"))
-    for gap, gap_lines in KNOWN_GAPS.items() for i, line in enumerate(gap_lines)
+    pytest.param(line, id=f"{case}-{i}")
+    for case, case_lines in PARSER_DISAGREEMENTS.items() for i, line in enumerate(case_lines)
 ])
-def test_known_gap(line):
+def test_parser_disagreement(line):
     check_file(_M + b"}\n" + line + b"\n" + EVENT + b"\n")
+    check_file(line)  # last line, no terminator
 
 
 def test_regressions_one_per_file():
