@@ -20,6 +20,8 @@ fields as JSON values.
 from __future__ import annotations
 
 import enum
+import mmap
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +100,24 @@ EVENT_FIELDS = _field_kinds(BuyerEvent)
 KEYS = tuple(dict.fromkeys([*MESSAGE_FIELDS, *EVENT_FIELDS]))
 
 
+def _positions(data: np.ndarray, byte: int) -> np.ndarray:
+    """Offsets of every `byte` in data, a block at a time (a whole-file mask would be a
+    second file-sized allocation to fault in)."""
+    step = 1 << 20
+    found = [np.flatnonzero(data[i:i + step] == byte) + i for i in range(0, len(data), step)]
+    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+
+
 def read_lines(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The file's bytes and the start offset of every line (and the end), as the
-    binary line iterator splits them: on b"\\n", the terminator kept with its line."""
-    data = np.fromfile(path, dtype=np.uint8)
-    ends = np.flatnonzero(data == 10) + 1
+    binary line iterator splits them: on b"\\n", the terminator kept with its line.
+
+    The bytes are the file mapped read-only: the page cache is read in place, not copied."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        data = (np.frombuffer(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ), dtype=np.uint8) if size
+                else np.empty(0, dtype=np.uint8))
+    ends = _positions(data, 10) + 1
     if len(data) and (not len(ends) or ends[-1] != len(data)):
         ends = np.append(ends, len(data))
     offsets = np.empty(len(ends) + 1, dtype=np.int64)
@@ -130,9 +145,9 @@ def _not_utf8(binary: pa.Array, start: int, found: list) -> None:
     _not_utf8(binary.slice(half), start + half, found)
 
 
-def _as_strings(data: np.ndarray, offsets: np.ndarray) -> tuple[pa.ChunkedArray, np.ndarray]:
-    """Lines as Arrow strings (zero copy, in chunks) and the indices of the lines that are not
-    UTF-8 (emptied here; the per-line path reports them as orjson does)."""
+def _as_strings(data: np.ndarray, offsets: np.ndarray) -> tuple[pa.Array, pa.ChunkedArray, np.ndarray]:
+    """Lines as Arrow binaries and strings (zero copy; the strings in chunks) and the indices
+    of the lines that are not UTF-8 (emptied here; the per-line path reports them as orjson does)."""
     n = len(offsets) - 1
     binary = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n,
                                               [None, pa.py_buffer(offsets), pa.py_buffer(data)])
@@ -153,102 +168,101 @@ def _as_strings(data: np.ndarray, offsets: np.ndarray) -> tuple[pa.ChunkedArray,
                       .cast(pa.large_string()))
     if not chunks:
         chunks = [pa.array([], pa.large_string())]
-    return pa.chunked_array(chunks), np.array(bad, dtype=np.int64)
+    return binary, pa.chunked_array(chunks), np.array(bad, dtype=np.int64)
 
 
 def _path(key: str) -> str:
     return "'$.\"" + key.replace("'", "''") + "\"'"
 
 
-def _json_type(j: pl.Expr) -> pl.Expr:
-    """The JSON type of a value as DuckDB's writer prints it (null when absent)."""
-    first = j.str.slice(0, 1)
-    return (pl.when(j.is_null()).then(None)
-            .when(first == '"').then(pl.lit("VARCHAR"))
-            .when((j == "true") | (j == "false")).then(pl.lit("BOOLEAN"))
-            .when(j == "null").then(pl.lit("NULL"))
-            .when(first == "{").then(pl.lit("OBJECT"))
-            .when(first == "[").then(pl.lit("ARRAY"))
-            .otherwise(pl.lit("NUMBER")))
+# JSON types of a value (the `t_<key>` columns; null when the key is absent).
+STRING, BOOLEAN, NULL, ARRAY, OTHER = 1, 2, 3, 4, 0
+_BATCH = 1 << 17  # lines decoded at a time: intermediate results stay small and their memory is reused
 
 
-def _json_text(j: pl.Expr) -> pl.Expr:
-    """A value as text: a string unescaped, anything else as printed."""
-    is_str = j.str.starts_with('"')
-    escaped = pl.when(is_str & j.str.contains("\\", literal=True)).then(j).otherwise(None)
-    plain = j.str.strip_prefix('"').str.strip_suffix('"')  # no escape: no quote inside
-    return (pl.when(~is_str).then(j)
-            .otherwise(pl.coalesce(escaped.str.json_decode(pl.String), plain)))
+def _query(keys: tuple[str, ...]) -> str:
+    """Per line: `ok` (DuckDB parses it), `blank`, `printed` (the length of its keys and values
+    as DuckDB's writer prints them, as one object) and per key `t<i>` and `s<i>`."""
+    paths = "[" + ", ".join(_path(k) for k in keys) + "]"
+    cols, lengths = [], []
+    for i, key in enumerate(keys):
+        v = f"j[{i + 1}]"
+        cols.append(f"""CASE WHEN {v} IS NULL THEN NULL WHEN {v}[1] = '"' THEN {STRING}
+                        WHEN {v} = 'true' OR {v} = 'false' THEN {BOOLEAN} WHEN {v} = 'null' THEN {NULL}
+                        WHEN {v}[1] = '[' THEN {ARRAY} ELSE {OTHER} END::UTINYINT AS t{i}""")
+        # A string unescaped (the writer's output has no quote inside unless escaped), anything
+        # else as printed.
+        cols.append(f"""CASE WHEN {v}[1] <> '"' THEN {v} WHEN contains({v}, '\\') THEN {v}::JSON->>'$'
+                        ELSE {v}[2:-2] END AS s{i}""")
+        lengths.append(f"coalesce(strlen({v}) + {len(key.encode()) + 4}, 0)")
+    # One parse per line: every key's value as the JSON writer prints it.
+    return f"""
+        SELECT ok, CASE WHEN ok THEN false ELSE trim(line, ' \t\n\r\x0b\x0c') = '' END AS blank,
+               CASE WHEN ok THEN greatest(2, 1 + {" + ".join(lengths)}) END AS printed, {", ".join(cols)}
+        FROM (SELECT line, ok, CASE WHEN ok THEN json_extract(line, {paths})::VARCHAR[] END AS j
+              FROM (SELECT line, json_valid(line) AS ok FROM lines_tbl))
+    """
 
 
 def decode(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = ()) -> pl.DataFrame:
     """One row per line: `index` (0-based), `blank`, `parsed` (a JSON object the bulk path
-    may trust) and, per key, `t_<key>` (its JSON type, null when absent) and `s_<key>`
-    (its value as text: a string unescaped, a bool as true/false, a list as JSON)."""
+    may trust) and, per key, `t_<key>` (its JSON type, see STRING..OTHER, null when absent) and
+    `s_<key>` (its value as text: a string unescaped, a bool as true/false, a list as JSON)."""
     import duckdb
 
     n = len(offsets) - 1
-    lines, not_utf8 = _as_strings(data, offsets)
+    binary, lines, not_utf8 = _as_strings(data, offsets)
     keys = tuple(dict.fromkeys([*KEYS, *extra_keys]))
-    paths = "[" + ", ".join(_path(k) for k in keys) + "]"
-    con = duckdb.connect(config={"threads": 2, "preserve_insertion_order": True})
-    con.register("lines_tbl", pa.table({"line": lines}))
-    # One parse per line: every key's value as the JSON writer prints it (a string re-escaped).
-    sql = f"""
-        SELECT ok, CASE WHEN ok THEN false ELSE trim(line, ' \t\n\r\x0b\x0c') = '' END AS blank,
-               {", ".join(f"j[{i + 1}] AS j{i}" for i in range(len(keys)))}
-        FROM (SELECT line, ok, CASE WHEN ok THEN json_extract(line, {paths}) END AS j
-              FROM (SELECT line, json_valid(line) AS ok FROM lines_tbl))
-    """
-    out = pl.from_arrow(con.sql(sql).to_arrow_table())
+    sql = _query(keys)
     # A line is canonical when it is nothing but its keys and their values as the writer prints
-    # them, with no \u or \/ escape: then its length is the sum of theirs, and any whitespace,
-    # repeated key, unknown key, trailing comma, comment or byte-order mark would add to it. Its
-    # other values are strings, bools, nulls or canonical attachments (classify_rows), so there is
+    # them, with no \u or \/ escape: then its length is `printed`, and any whitespace, repeated
+    # key, unknown key, trailing comma, comment or byte-order mark would add to it. Its other
+    # values are strings, bools, nulls or canonical attachments (classify_rows), so there is
     # no number, NaN or nesting orjson could read differently.
     starts, ends = offsets[:-1], offsets[1:]
-    length = ends - starts
-    body = length.copy()
+    body = ends - starts
     nonempty = body > 0
     body[nonempty] -= data[ends[nonempty] - 1] == 10
     cr = body > 0
     body[cr] -= data[starts[cr] + body[cr] - 1] == 13
     brace = np.zeros(n, dtype=bool)
     brace[nonempty] = data[starts[nonempty]] == 123
-    backslash = np.flatnonzero(data[:-1] == 92) if len(data) else np.empty(0, dtype=np.int64)
-    odd = backslash[np.isin(data[backslash + 1], (ord("u"), ord("/")))]
+    backslash = _positions(data[:-1], 92)
+    after = data[backslash + 1]
+    odd = backslash[(after == ord("u")) | (after == ord("/"))]
     escaped = np.zeros(n, dtype=bool)
     escaped[np.searchsorted(offsets, odd, side="right") - 1] = True
-    js = [pl.col(f"j{i}") for i in range(len(keys))]
-    members = [(j.str.len_bytes() + (len(k.encode()) + 4)).fill_null(0) for j, k in zip(js, keys)]
-    present = [j.is_not_null().cast(pl.Int64) for j in js]
-    expected = 1 + pl.sum_horizontal(members) + (pl.sum_horizontal(present) == 0).cast(pl.Int64)
-    out = out.with_columns(canonical=pl.col("ok") & pl.Series(brace & ~escaped) & (pl.Series(body) == expected))
+    con = duckdb.connect(config={"threads": 2, "preserve_insertion_order": True})
+    frames = []
+    for first in range(0, max(n, 1), _BATCH):
+        last = min(n, first + _BATCH)
+        con.register("lines_tbl", pa.table({"line": lines.slice(first, last - first)}))
+        frames.append(pl.from_arrow(con.sql(sql).to_arrow_table()))
+        con.unregister("lines_tbl")
+    out = pl.concat(frames)
+    canonical = (out["ok"] & (out["printed"] == pl.Series(np.where(brace & ~escaped, body, -1)))).fill_null(False)
     # Other JSON lines: an object, each key once (DuckDB reads a repeated key's first value,
     # orjson its last), nothing the two parsers disagree on.
-    other = out["ok"] & ~out["canonical"]
-    other_index = other.arg_true()
-    trusted = np.zeros(n, dtype=bool)
+    other_index = (out["ok"] & ~canonical).arg_true().to_numpy()
+    parsed = canonical.to_numpy().copy()
     if len(other_index):
-        subset = lines.take(pa.array(other_index.to_numpy()))
+        subset = binary.take(pa.array(other_index)).cast(pa.large_string())
         con.register("other_tbl", pa.table({"line": subset}))
         ok = con.sql("""
             SELECT json_type(line) = 'OBJECT' AND len(json_keys(line)) = len(list_distinct(json_keys(line)))
             FROM other_tbl""").to_arrow_table().column(0).to_numpy(zero_copy_only=False)
         text = pl.Series(subset)
         doubt = (text.str.contains(_PARSER_DOUBT) | (text.str.count_matches(r"[\[{]") > _MAX_DEPTH)).to_numpy()
-        trusted[other_index.to_numpy()] = ok & ~doubt
+        parsed[other_index] = ok & ~doubt
     con.close()
-    parsed = out["canonical"].to_numpy() | trusted
     blank = out["blank"].to_numpy().copy()
     if len(not_utf8):
         parsed[not_utf8] = False
         blank[not_utf8] = False
-    out = out.with_columns(parsed=pl.Series(parsed), blank=pl.Series(blank))
-    return out.with_row_index("index").select(
-        "index", "blank", "parsed",
-        *(_json_type(j).alias(f"t_{k}") for j, k in zip(js, keys)),
-        *(_json_text(j).alias(f"s_{k}") for j, k in zip(js, keys)),
+    return out.select(
+        pl.int_range(n, dtype=pl.UInt32).alias("index"), pl.Series("blank", blank), pl.Series("parsed", parsed),
+        *(pl.col(f"t{i}").alias(f"t_{k}") for i, k in enumerate(keys)),
+        *(pl.col(f"s{i}").alias(f"s_{k}") for i, k in enumerate(keys)),
     )
 
 
@@ -256,17 +270,17 @@ def _field_ok(kind: FieldKind, prefix: str = "") -> pl.Expr:
     """Whether the bulk path can take this field's value as the model would."""
     t, s = pl.col(f"t_{kind.name}"), pl.col(f"s_{kind.name}")
     absent = t.is_null()
-    null = t == "NULL"
+    null = t == NULL
     if kind.kind == "str":
-        ok = (t == "VARCHAR") & (s.str.len_chars() >= kind.min_length)
+        ok = (t == STRING) & (s.str.len_chars() >= kind.min_length)
     elif kind.kind == "enum":
-        ok = (t == "VARCHAR") & s.is_in(list(kind.values))
+        ok = (t == STRING) & s.is_in(list(kind.values))
     elif kind.kind == "bool":
-        ok = t == "BOOLEAN"
+        ok = t == BOOLEAN
     elif kind.kind == "time":
-        ok = (t == "VARCHAR") & s.str.contains(_CANONICAL_TIME)
+        ok = (t == STRING) & s.str.contains(_CANONICAL_TIME)
     else:  # lists (attachments)
-        ok = (t == "ARRAY") & s.str.contains(_CANONICAL_ATTACHMENTS)
+        ok = (t == ARRAY) & s.str.contains(_CANONICAL_ATTACHMENTS)
     if kind.optional:
         ok = ok | null
     if kind.required:
@@ -305,9 +319,10 @@ def classify_rows(raw: pl.DataFrame) -> pl.DataFrame:
     times = list(dict.fromkeys(times))
     out = out.with_columns([parse_time(f"s_{n}").alias(f"us_{n}") for n in times])
     bad_time = pl.any_horizontal([
-        (pl.col(f"t_{n}") == "VARCHAR") & pl.col(f"us_{n}").is_null() for n in times])
+        (pl.col(f"t_{n}") == STRING) & pl.col(f"us_{n}").is_null() for n in times])
     return out.with_columns(fast=pl.when(bad_time).then(None).otherwise(pl.col("fast")))
 
 
-__all__ = ["decode", "classify_rows", "read_lines", "line_bytes", "MESSAGE_FIELDS", "EVENT_FIELDS",
+__all__ = ["STRING", "BOOLEAN", "NULL", "ARRAY", "OTHER", "decode", "classify_rows", "read_lines", "line_bytes",
+           "MESSAGE_FIELDS", "EVENT_FIELDS",
            "parse_time", "iso_text", "KEYS"]

@@ -18,7 +18,7 @@ import polars as pl
 from ..audit import _mapped, log_time, stream_items
 from ..io import InputError, to_record
 from ..model import BuyerEvent, Message
-from .decode import MESSAGE_FIELDS, classify_rows, decode, iso_text, line_bytes, read_lines
+from .decode import BOOLEAN, MESSAGE_FIELDS, NULL, STRING, classify_rows, decode, iso_text, line_bytes, read_lines
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICRO = dt.timedelta(microseconds=1)
@@ -87,7 +87,7 @@ def _fast_frames(raw: pl.DataFrame, file: int, base: int) -> tuple[pl.DataFrame,
     def text(name, default=None):
         col = pl.col(f"s_{name}")
         return pl.when(pl.col(f"t_{name}").is_null()).then(pl.lit(default, dtype=pl.String)) \
-            .when(pl.col(f"t_{name}") == "NULL").then(None).otherwise(col)
+            .when(pl.col(f"t_{name}") == NULL).then(None).otherwise(col)
 
     msgs = raw.filter(pl.col("fast") == "message").select(
         (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.lit(file, dtype=pl.Int32).alias("file"),
@@ -97,11 +97,11 @@ def _fast_frames(raw: pl.DataFrame, file: int, base: int) -> tuple[pl.DataFrame,
         iso_text("s_sent_at").alias("sent_iso"),
         *(text(n, MESSAGE_FIELDS[n].default).alias(n) for n in
           ("marketplace", "initiated_by", "reply_to", "channel", "subject", "body", "category")),
-        *(pl.when(pl.col(f"t_{n}") == "BOOLEAN").then(pl.col(f"s_{n}") == "true").otherwise(None).alias(n)
+        *(pl.when(pl.col(f"t_{n}") == BOOLEAN).then(pl.col(f"s_{n}") == "true").otherwise(None).alias(n)
           for n in ("buyer_opted_out",)),
         pl.col("us_delivered_at").alias("delivered_us"), pl.col("us_order_placed_at").alias("order_placed_us"),
         text("language").alias("language"), text("buyer_language").alias("buyer_language"),
-        pl.when(pl.col("t_handmade") == "BOOLEAN").then(pl.col("s_handmade") == "true")
+        pl.when(pl.col("t_handmade") == BOOLEAN).then(pl.col("s_handmade") == "true")
         .otherwise(None).alias("handmade"),
         # A message with attachments keeps its model object for the detectors that read them
         # (validated when first asked for: see _Objects).
@@ -145,7 +145,7 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
                 (pl.col("index").cast(pl.Int64) + base).alias("pos"),
                 (pl.when(pl.col("fast") == "message").then(pl.col("us_sent_at")).otherwise(pl.col("us_at"))
                  .cast(pl.Float64) / 1e6).alias("lt")))
-            ids.append(fast_nonblank.filter(pl.col("t_message_id") == "VARCHAR").select(
+            ids.append(fast_nonblank.filter(pl.col("t_message_id") == STRING).select(
                 (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.col("s_message_id").alias("mid")))
             slow = frame.filter(pl.col("fast").is_null() & ~pl.col("blank"))["index"].to_list()
             for index in slow:
