@@ -187,12 +187,12 @@ def _query(keys: tuple[str, ...]) -> str:
     cols, lengths = [], []
     for i, key in enumerate(keys):
         v = f"j[{i + 1}]"
-        cols.append(f"""CASE WHEN {v} IS NULL THEN NULL WHEN {v}[1] = '"' THEN {STRING}
+        cols.append(f"""CASE WHEN {v} IS NULL THEN NULL WHEN prefix({v}, '"') THEN {STRING}
                         WHEN {v} = 'true' OR {v} = 'false' THEN {BOOLEAN} WHEN {v} = 'null' THEN {NULL}
-                        WHEN {v}[1] = '[' THEN {ARRAY} ELSE {OTHER} END::UTINYINT AS t{i}""")
-        # A string unescaped (the writer's output has no quote inside unless escaped), anything
-        # else as printed.
-        cols.append(f"""CASE WHEN {v}[1] <> '"' THEN {v} WHEN contains({v}, '\\') THEN {v}::JSON->>'$'
+                        WHEN prefix({v}, '[') THEN {ARRAY} ELSE {OTHER} END::UTINYINT AS t{i}""")
+        # A string unescaped (without an escape, the writer's string is its text between quotes),
+        # anything else as printed.
+        cols.append(f"""CASE WHEN NOT prefix({v}, '"') THEN {v} WHEN contains({v}, '\\') THEN {v}::JSON->>'$'
                         ELSE {v}[2:-2] END AS s{i}""")
         lengths.append(f"coalesce(strlen({v}) + {len(key.encode()) + 4}, 0)")
     # One parse per line: every key's value as the JSON writer prints it.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -83,7 +84,14 @@ class _Loaded:
     read: int = 0
 
 
-def _fast_frames(raw: pl.DataFrame, file: int, base: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _fast_frames(raw, file: int, base: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    lazy = raw.lazy() if isinstance(raw, pl.DataFrame) else raw
+    messages, events = pl.collect_all(_fast_plans(lazy, file, base))
+    return messages, events
+
+
+def _fast_plans(raw: pl.LazyFrame, file: int, base: int) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The messages and events the bulk path takes (lazy: a filter reads only the columns used)."""
     def text(name, default=None):
         col = pl.col(f"s_{name}")
         return pl.when(pl.col(f"t_{name}").is_null()).then(pl.lit(default, dtype=pl.String)) \
@@ -113,6 +121,25 @@ def _fast_frames(raw: pl.DataFrame, file: int, base: int) -> tuple[pl.DataFrame,
     return msgs.cast(_MESSAGE_SCHEMA), events.cast(_EVENT_SCHEMA)
 
 
+def _merge(bulk: list, slow: Optional[pl.DataFrame], schema: dict) -> pl.DataFrame:
+    """The bulk frames (each sorted by pos, files in order) and the rows validated one by one
+    (sorted too, and few) as one frame sorted by pos: slices of the bulk rows with each slow
+    row put between them, copied once (cheaper than sorting and gathering every column)."""
+    bulk = [f for f in bulk if len(f)]
+    fast = pl.concat(bulk) if bulk else pl.DataFrame(schema=schema)
+    if slow is None or not len(slow):
+        return fast.rechunk()
+    if len(slow) > 4096:  # many pieces: a sort is cheaper than slicing in Python
+        return pl.concat([fast, slow]).sort("pos")
+    cuts = np.searchsorted(fast["pos"].to_numpy(), slow["pos"].to_numpy())
+    pieces, start = [], 0
+    for row, cut in enumerate(cuts.tolist()):
+        pieces += [fast.slice(start, cut - start), slow.slice(row, 1)]
+        start = cut
+    pieces.append(fast.slice(start))
+    return pl.concat(pieces, rechunk=True)
+
+
 def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
     msg_frames, ev_frames, clocks, ids = [], [], [], []
     rejects, objects, raws = [], _Objects(), {}
@@ -134,20 +161,24 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
                 has_extra = pl.any_horizontal([pl.col(f"t_{k}").is_not_null() for k in extra_keys])
                 frame = frame.with_columns(fast=pl.when(has_extra).then(None).otherwise(pl.col("fast")))
             n_lines = len(frame)
-            blanks = frame["blank"]
-            blank += int(blanks.sum())
-            read += n_lines - int(blanks.sum())
-            m, e = _fast_frames(frame, file, base)
+            n_blank = int(frame["blank"].sum())
+            blank += n_blank
+            read += n_lines - n_blank
+            lazy = frame.lazy()
+            fast = lazy.filter(pl.col("fast").is_not_null())
+            pos = (pl.col("index").cast(pl.Int64) + base).alias("pos")
+            m, e, c, i, slow = pl.collect_all([
+                *_fast_plans(lazy, file, base),
+                fast.select(pos, (pl.when(pl.col("fast") == "message").then(pl.col("us_sent_at"))
+                                  .otherwise(pl.col("us_at")).cast(pl.Float64) / 1e6).alias("lt")),
+                fast.filter(pl.col("t_message_id") == STRING).select(pos, pl.col("s_message_id").alias("mid")),
+                lazy.filter(pl.col("fast").is_null() & ~pl.col("blank")).select("index"),
+            ])
             msg_frames.append(m)
             ev_frames.append(e)
-            fast_nonblank = frame.filter(pl.col("fast").is_not_null())
-            clocks.append(fast_nonblank.select(
-                (pl.col("index").cast(pl.Int64) + base).alias("pos"),
-                (pl.when(pl.col("fast") == "message").then(pl.col("us_sent_at")).otherwise(pl.col("us_at"))
-                 .cast(pl.Float64) / 1e6).alias("lt")))
-            ids.append(fast_nonblank.filter(pl.col("t_message_id") == STRING).select(
-                (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.col("s_message_id").alias("mid")))
-            slow = frame.filter(pl.col("fast").is_null() & ~pl.col("blank"))["index"].to_list()
+            clocks.append(c)
+            ids.append(i)
+            slow = slow["index"].to_list()
             for index in slow:
                 raw = line_bytes(data, offsets, index)
                 number = index + 1
@@ -171,19 +202,13 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
             _slow_item(base + number, file, number, obj, source, None, not_after,
                        rejects, objects, slow_msgs, slow_events, slow_clock, slow_ids)
         base += count + 1
-    if slow_msgs:
-        msg_frames.append(pl.DataFrame(slow_msgs, schema=_MESSAGE_SCHEMA))
-    if slow_events:
-        ev_frames.append(pl.DataFrame(slow_events, schema=_EVENT_SCHEMA, orient="row"))
-    if slow_clock:
-        clocks.append(pl.DataFrame(slow_clock, schema={"pos": pl.Int64, "lt": pl.Float64}, orient="row"))
-    if slow_ids:
-        ids.append(pl.DataFrame(slow_ids, schema={"pos": pl.Int64, "mid": pl.String}, orient="row"))
-    messages = pl.concat(msg_frames).sort("pos") if msg_frames else pl.DataFrame(schema=_MESSAGE_SCHEMA)
-    events = pl.concat(ev_frames).sort("pos") if ev_frames else pl.DataFrame(schema=_EVENT_SCHEMA)
-    clock = pl.concat(clocks).sort("pos") if clocks else pl.DataFrame(schema={"pos": pl.Int64, "lt": pl.Float64})
+    # Each frame lists its file's lines in order, files in order, and the per-line rows in order.
+    messages = _merge(msg_frames, pl.DataFrame(slow_msgs, schema=_MESSAGE_SCHEMA), _MESSAGE_SCHEMA)
+    events = _merge(ev_frames, pl.DataFrame(slow_events, schema=_EVENT_SCHEMA, orient="row"), _EVENT_SCHEMA)
+    clock_schema, ids_schema = {"pos": pl.Int64, "lt": pl.Float64}, {"pos": pl.Int64, "mid": pl.String}
+    clock = _merge(clocks, pl.DataFrame(slow_clock, schema=clock_schema, orient="row"), clock_schema)
     clock = clock.with_columns(lt=pl.when(pl.col("lt") <= not_after).then(pl.col("lt")).otherwise(None))
-    idf = pl.concat(ids).sort("pos") if ids else pl.DataFrame(schema={"pos": pl.Int64, "mid": pl.String})
+    idf = _merge(ids, pl.DataFrame(slow_ids, schema=ids_schema, orient="row"), ids_schema)
     return _Loaded(messages, events, rejects, clock, idf, objects, raws, blank, read)
 
 
