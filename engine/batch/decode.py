@@ -177,31 +177,47 @@ def _path(key: str) -> str:
 
 # JSON types of a value (the `t_<key>` columns; null when the key is absent).
 STRING, BOOLEAN, NULL, ARRAY, OTHER = 1, 2, 3, 4, 0
+# Characters a JSON string holds only escaped; with no \u escape, as \" \\ \b \f \n \r \t.
+_SHORT_ESCAPED = r'["\\\x08\x0c\n\r\t]'
 _BATCH = 1 << 17  # lines decoded at a time: intermediate results stay small and their memory is reused
 
 
 def _query(keys: tuple[str, ...]) -> str:
-    """Per line: `ok` (DuckDB parses it), `blank`, `printed` (the length of its keys and values
-    as DuckDB's writer prints them, as one object) and per key `t<i>` and `s<i>`."""
+    """Per line: `ok` (DuckDB parses it), `blank` and per key `t<i>` (its JSON type) and `s<i>`
+    (a string unescaped, anything else as printed)."""
     paths = "[" + ", ".join(_path(k) for k in keys) + "]"
-    cols, lengths = [], []
-    for i, key in enumerate(keys):
-        v = f"j[{i + 1}]"
-        cols.append(f"""CASE WHEN {v} IS NULL THEN NULL WHEN prefix({v}, '"') THEN {STRING}
-                        WHEN {v} = 'true' OR {v} = 'false' THEN {BOOLEAN} WHEN {v} = 'null' THEN {NULL}
-                        WHEN prefix({v}, '[') THEN {ARRAY} ELSE {OTHER} END::UTINYINT AS t{i}""")
-        # A string unescaped (without an escape, the writer's string is its text between quotes),
-        # anything else as printed.
-        cols.append(f"""CASE WHEN NOT prefix({v}, '"') THEN {v} WHEN contains({v}, '\\') THEN {v}::JSON->>'$'
-                        ELSE {v}[2:-2] END AS s{i}""")
-        lengths.append(f"coalesce(strlen({v}) + {len(key.encode()) + 4}, 0)")
-    # One parse per line: every key's value as the JSON writer prints it.
+    cols = []
+    for i in range(len(keys)):
+        t = f"t[{i + 1}]"
+        cols.append(f"""CASE WHEN {t} IS NULL THEN NULL WHEN {t} = 'VARCHAR' THEN {STRING}
+                        WHEN {t} = 'BOOLEAN' THEN {BOOLEAN} WHEN {t} = 'NULL' THEN {NULL}
+                        WHEN {t} = 'ARRAY' THEN {ARRAY} ELSE {OTHER} END::UTINYINT AS t{i}""")
+        cols.append(f"s[{i + 1}] AS s{i}")
+    # Two passes over each parsed line, each reading every key at once.
     return f"""
         SELECT ok, CASE WHEN ok THEN false ELSE trim(line, ' \t\n\r\x0b\x0c') = '' END AS blank,
-               CASE WHEN ok THEN greatest(2, 1 + {" + ".join(lengths)}) END AS printed, {", ".join(cols)}
-        FROM (SELECT line, ok, CASE WHEN ok THEN json_extract(line, {paths})::VARCHAR[] END AS j
+               {", ".join(cols)}
+        FROM (SELECT line, ok, CASE WHEN ok THEN json_type(line, {paths}) END AS t,
+                     CASE WHEN ok THEN json_extract_string(line, {paths}) END AS s
               FROM (SELECT line, json_valid(line) AS ok FROM lines_tbl))
     """
+
+
+def _written(keys: tuple[str, ...]) -> pl.Expr:
+    """The length of a line holding just these keys and their values, written without
+    whitespace or \\u escapes; null when a value is not one the bulk path reads as written
+    (a number, an object, a list other than canonical attachments: orjson may disagree)."""
+    members = []
+    for i, key in enumerate(keys):
+        t, s = pl.col(f"t{i}"), pl.col(f"s{i}")
+        value = (pl.when(t == STRING).then(s.str.len_bytes() + 2 + s.str.count_matches(_SHORT_ESCAPED))
+                 .when(t == BOOLEAN).then(s.str.len_bytes())
+                 .when(t == NULL).then(4))
+        if key == "attachments":
+            value = value.when((t == ARRAY) & s.str.contains(_CANONICAL_ATTACHMENTS)).then(s.str.len_bytes())
+        value = value.otherwise(None)
+        members.append(pl.when(t.is_null()).then(0).otherwise(value.cast(pl.Int64) + len(key.encode()) + 4))
+    return pl.max_horizontal(2, 1 + pl.sum_horizontal(members, ignore_nulls=False))
 
 
 def decode(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = ()) -> pl.DataFrame:
@@ -214,11 +230,11 @@ def decode(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = 
     binary, lines, not_utf8 = _as_strings(data, offsets)
     keys = tuple(dict.fromkeys([*KEYS, *extra_keys]))
     sql = _query(keys)
-    # A line is canonical when it is nothing but its keys and their values as the writer prints
-    # them, with no \u or \/ escape: then its length is `printed`, and any whitespace, repeated
-    # key, unknown key, trailing comma, comment or byte-order mark would add to it. Its other
-    # values are strings, bools, nulls or canonical attachments (classify_rows), so there is
-    # no number, NaN or nesting orjson could read differently.
+    # A line is canonical when it is nothing but its keys and their values, with no \u or \/
+    # escape, and every value a string, bool, null or canonical attachments: then its length is
+    # `written`, and any whitespace, repeated key, unknown key, trailing comma, comment or
+    # byte-order mark would add to it; there is no number, NaN or nesting orjson could read
+    # differently.
     starts, ends = offsets[:-1], offsets[1:]
     body = ends - starts
     nonempty = body > 0
@@ -237,10 +253,11 @@ def decode(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = 
     for first in range(0, max(n, 1), _BATCH):
         last = min(n, first + _BATCH)
         con.register("lines_tbl", pa.table({"line": lines.slice(first, last - first)}))
-        frames.append(pl.from_arrow(con.sql(sql).to_arrow_table()))
+        frame = pl.from_arrow(con.sql(sql).to_arrow_table())
+        frames.append(frame.with_columns(written=_written(keys)))
         con.unregister("lines_tbl")
     out = pl.concat(frames)
-    canonical = (out["ok"] & (out["printed"] == pl.Series(np.where(brace & ~escaped, body, -1)))).fill_null(False)
+    canonical = (out["ok"] & (out["written"] == pl.Series(np.where(brace & ~escaped, body, -1)))).fill_null(False)
     # Other JSON lines: an object, each key once (DuckDB reads a repeated key's first value,
     # orjson its last), nothing the two parsers disagree on.
     other_index = (out["ok"] & ~canonical).arg_true().to_numpy()

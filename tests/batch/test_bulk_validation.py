@@ -345,7 +345,7 @@ def hostile_line(draw) -> bytes:
     kind = draw(st.sampled_from([
         "truncate", "trailing_comma", "trailing_comma_array", "garbage", "two", "bom", "array", "string",
         "number", "literal", "blank", "control", "comment", "single_quotes", "nonfinite", "nul", "deep",
-        "not_utf8",
+        "not_utf8", "nonfinite_known",
     ]))
     if kind == "truncate":
         return line[:draw(st.integers(0, max(len(line) - 1, 0)))]
@@ -376,6 +376,11 @@ def hostile_line(draw) -> bytes:
         return b"/* c */" + line
     if kind == "single_quotes":
         return line.replace(b'"', b"'")
+    if kind == "nonfinite_known":
+        # the same under a key the bulk path reads (not always one it checks on this record)
+        key = draw(st.sampled_from(["at", "type", "subject", "reply_to", "attachments", "handmade", "sent_at"]))
+        value = draw(st.sampled_from([b"NaN", b"-inf", b"1e400", b"[1e999]", b'{"a":nan}', b"[" * 1100 + b"]" * 1100]))
+        return line[:-1] + b',"' + key.encode() + b'":' + value + b"}" if line.endswith(b"}") else line
     if kind == "nonfinite":
         # literals and numbers DuckDB reads and orjson rejects (or reads as a finite double)
         value = draw(st.sampled_from([b"NaN", b"-NaN", b"Infinity", b"-Infinity", b"nan", b"-inf", b"INF",
@@ -507,6 +512,12 @@ PARSER_DISAGREEMENTS = {
                       _M + b',"attachments":[{"name":"a","kind":"invoice"}] }',
                       _M + b',"subject":"\\u00e9\\/"}', _M + b',"message\\u005fid":"m2"}',
                       _M + b',"x":1,}', _M + b'}\r', b"\xef\xbb\xbf" + _M + b"}"],
+    # Keys the bulk path reads but does not check on this kind of record (an event's fields on a
+    # message, a message's on an event): their values still decide whether orjson reads the line.
+    "unchecked keys": [_M + b',"at":NaN}', _M + b',"at":1e400}', _M + b',"type":-Infinity}',
+                       _M + b',"at":' + b"[" * 1100 + b"]" * 1100 + b"}", _M + b',"at":[1,]}',
+                       EVENT[:-1] + b',"subject":nan}', EVENT[:-1] + b',"reply_to":[1e999]}',
+                       EVENT[:-1] + b',"body":{"a":inf}}', EVENT[:-1] + b',"attachments":[NaN]}'],
 }
 
 
