@@ -8,6 +8,7 @@ models one by one, exactly as the streaming audit does.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -165,29 +166,24 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
             blank += n_blank
             read += n_lines - n_blank
             lazy = frame.lazy()
+            slow = lazy.filter(pl.col("fast").is_null() & ~pl.col("blank")).select("index").collect()
+            # The per-line path is Python; the frames of the bulk rows are built meanwhile by
+            # polars, which releases the GIL.
+            worker = _Worker(_validate_lines, slow["index"].to_list(), data, offsets, base, file, source,
+                             not_after, rejects, objects, slow_msgs, slow_events, slow_clock, slow_ids)
             fast = lazy.filter(pl.col("fast").is_not_null())
             pos = (pl.col("index").cast(pl.Int64) + base).alias("pos")
-            m, e, c, i, slow = pl.collect_all([
+            m, e, c, i = pl.collect_all([
                 *_fast_plans(lazy, file, base),
                 fast.select(pos, (pl.when(pl.col("fast") == "message").then(pl.col("us_sent_at"))
                                   .otherwise(pl.col("us_at")).cast(pl.Float64) / 1e6).alias("lt")),
                 fast.filter(pl.col("t_message_id") == STRING).select(pos, pl.col("s_message_id").alias("mid")),
-                lazy.filter(pl.col("fast").is_null() & ~pl.col("blank")).select("index"),
             ])
+            worker.join()
             msg_frames.append(m)
             ev_frames.append(e)
             clocks.append(c)
             ids.append(i)
-            slow = slow["index"].to_list()
-            for index in slow:
-                raw = line_bytes(data, offsets, index)
-                number = index + 1
-                try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    obj = InputError(source, number, None, None, f"malformed JSON: {exc}")
-                _slow_item(base + index, file, number, obj, source, None, not_after,
-                           rejects, objects, slow_msgs, slow_events, slow_clock, slow_ids)
             base += n_lines + 1
             continue
         count = 0
@@ -210,6 +206,37 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
     clock = clock.with_columns(lt=pl.when(pl.col("lt") <= not_after).then(pl.col("lt")).otherwise(None))
     idf = _merge(ids, pl.DataFrame(slow_ids, schema=ids_schema, orient="row"), ids_schema)
     return _Loaded(messages, events, rejects, clock, idf, objects, raws, blank, read)
+
+
+class _Worker(threading.Thread):
+    """Runs a function beside the caller; join() re-raises what it raised."""
+
+    def __init__(self, target, *args):
+        super().__init__(daemon=True)
+        self._call, self._args, self._error = target, args, None
+        self.start()
+
+    def run(self):
+        try:
+            self._call(*self._args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._error = exc
+
+    def join(self, timeout=None):
+        super().join(timeout)
+        if self._error is not None:
+            raise self._error
+
+
+def _validate_lines(indices, data, offsets, base, file, source, not_after, *sinks) -> None:
+    """The lines the bulk path did not take, through orjson and the models one by one."""
+    for index in indices:
+        number = index + 1
+        try:
+            obj = orjson.loads(line_bytes(data, offsets, index))
+        except orjson.JSONDecodeError as exc:
+            obj = InputError(source, number, None, None, f"malformed JSON: {exc}")
+        _slow_item(base + index, file, number, obj, source, None, not_after, *sinks)
 
 
 def _slow_item(pos, file, number, obj, source, mapping, not_after, rejects, objects, slow_msgs, slow_events,
