@@ -25,6 +25,7 @@ import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -224,6 +225,11 @@ def decode(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = 
     """One row per line: `index` (0-based), `blank`, `parsed` (a JSON object the bulk path
     may trust) and, per key, `t_<key>` (its JSON type, see STRING..OTHER, null when absent) and
     `s_<key>` (its value as text: a string unescaped, a bool as true/false, a list as JSON)."""
+    return pl.concat(list(decode_batches(data, offsets, extra_keys)))
+
+
+def decode_batches(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = ()) -> Iterator[pl.DataFrame]:
+    """decode(), a batch of lines at a time (at least one batch, maybe empty)."""
     import duckdb
 
     n = len(offsets) - 1
@@ -248,39 +254,42 @@ def decode(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = 
     odd = backslash[(after == ord("u")) | (after == ord("/"))]
     escaped = np.zeros(n, dtype=bool)
     escaped[np.searchsorted(offsets, odd, side="right") - 1] = True
+    length = np.where(brace & ~escaped, body, -1)
+    utf8 = np.ones(n, dtype=bool)
+    utf8[not_utf8] = False
     con = duckdb.connect(config={"threads": 2, "preserve_insertion_order": True})
-    frames = []
-    for first in range(0, max(n, 1), _BATCH):
-        last = min(n, first + _BATCH)
-        con.register("lines_tbl", pa.table({"line": lines.slice(first, last - first)}))
-        frame = pl.from_arrow(con.sql(sql).to_arrow_table())
-        frames.append(frame.with_columns(written=_written(keys)))
-        con.unregister("lines_tbl")
-    out = pl.concat(frames)
-    canonical = (out["ok"] & (out["written"] == pl.Series(np.where(brace & ~escaped, body, -1)))).fill_null(False)
-    # Other JSON lines: an object, each key once (DuckDB reads a repeated key's first value,
-    # orjson its last), nothing the two parsers disagree on.
-    other_index = (out["ok"] & ~canonical).arg_true().to_numpy()
-    parsed = canonical.to_numpy().copy()
-    if len(other_index):
-        subset = binary.take(pa.array(other_index)).cast(pa.large_string())
-        con.register("other_tbl", pa.table({"line": subset}))
-        ok = con.sql("""
-            SELECT json_type(line) = 'OBJECT' AND len(json_keys(line)) = len(list_distinct(json_keys(line)))
-            FROM other_tbl""").to_arrow_table().column(0).to_numpy(zero_copy_only=False)
-        text = pl.Series(subset)
-        doubt = (text.str.contains(_PARSER_DOUBT) | (text.str.count_matches(r"[\[{]") > _MAX_DEPTH)).to_numpy()
-        parsed[other_index] = ok & ~doubt
-    con.close()
-    blank = out["blank"].to_numpy().copy()
-    if len(not_utf8):
-        parsed[not_utf8] = False
-        blank[not_utf8] = False
-    return out.select(
-        pl.int_range(n, dtype=pl.UInt32).alias("index"), pl.Series("blank", blank), pl.Series("parsed", parsed),
-        *(pl.col(f"t{i}").alias(f"t_{k}") for i, k in enumerate(keys)),
-        *(pl.col(f"s{i}").alias(f"s_{k}") for i, k in enumerate(keys)),
-    )
+    try:
+        for first in range(0, max(n, 1), _BATCH):
+            last = min(n, first + _BATCH)
+            con.register("lines_tbl", pa.table({"line": lines.slice(first, last - first)}))
+            out = pl.from_arrow(con.sql(sql).to_arrow_table())
+            con.unregister("lines_tbl")
+            canonical = (out["ok"] & (out.select(_written(keys)).to_series() == pl.Series(length[first:last])))
+            canonical = canonical.fill_null(False)
+            # Other JSON lines: an object, each key once (DuckDB reads a repeated key's first value,
+            # orjson its last), nothing the two parsers disagree on.
+            other_index = (out["ok"] & ~canonical).arg_true().to_numpy()
+            parsed = canonical.to_numpy().copy()
+            if len(other_index):
+                subset = binary.take(pa.array(other_index + first)).cast(pa.large_string())
+                con.register("other_tbl", pa.table({"line": subset}))
+                ok = con.sql("""
+                    SELECT json_type(line) = 'OBJECT' AND len(json_keys(line)) = len(list_distinct(json_keys(line)))
+                    FROM other_tbl""").to_arrow_table().column(0).to_numpy(zero_copy_only=False)
+                con.unregister("other_tbl")
+                text = pl.Series(subset)
+                doubt = (text.str.contains(_PARSER_DOUBT) | (text.str.count_matches(r"[\[{]") > _MAX_DEPTH))
+                parsed[other_index] = ok & ~doubt.to_numpy()
+            # A line that is not UTF-8 was emptied: not blank, and for the per-line path.
+            valid = utf8[first:last]
+            yield out.select(
+                pl.int_range(first, last, dtype=pl.UInt32).alias("index"),
+                pl.Series("blank", out["blank"].to_numpy() & valid), pl.Series("parsed", parsed & valid),
+                *(pl.col(f"t{i}").alias(f"t_{k}") for i, k in enumerate(keys)),
+                *(pl.col(f"s{i}").alias(f"s_{k}") for i, k in enumerate(keys)),
+            )
+    finally:
+        con.close()
 
 
 def _field_ok(kind: FieldKind, prefix: str = "") -> pl.Expr:
@@ -340,6 +349,6 @@ def classify_rows(raw: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(fast=pl.when(bad_time).then(None).otherwise(pl.col("fast")))
 
 
-__all__ = ["STRING", "BOOLEAN", "NULL", "ARRAY", "OTHER", "decode", "classify_rows", "read_lines", "line_bytes",
+__all__ = ["STRING", "BOOLEAN", "NULL", "ARRAY", "OTHER", "decode", "decode_batches", "classify_rows", "read_lines", "line_bytes",
            "MESSAGE_FIELDS", "EVENT_FIELDS",
            "parse_time", "iso_text", "KEYS"]

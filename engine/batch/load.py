@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from queue import Queue
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,7 +21,8 @@ import polars as pl
 from ..audit import _mapped, log_time, stream_items
 from ..io import InputError, to_record
 from ..model import BuyerEvent, Message
-from .decode import BOOLEAN, MESSAGE_FIELDS, NULL, STRING, classify_rows, decode, iso_text, line_bytes, read_lines
+from .decode import (BOOLEAN, MESSAGE_FIELDS, NULL, STRING, classify_rows, decode_batches, iso_text, line_bytes,
+                     read_lines)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICRO = dt.timedelta(microseconds=1)
@@ -154,36 +156,36 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
             data, offsets = read_lines(Path(path))
             raws[file] = (data, offsets)
             objects.files.append((base, data, offsets))
-            frame = classify_rows(decode(data, offsets, extra_keys))
-            # Events that also carry sent_at (an extra field) take the per-line path: the log clock reads it.
-            frame = frame.with_columns(fast=pl.when((pl.col("fast") == "event") & pl.col("t_sent_at").is_not_null())
-                                       .then(None).otherwise(pl.col("fast")))
-            if extra_keys:
-                has_extra = pl.any_horizontal([pl.col(f"t_{k}").is_not_null() for k in extra_keys])
-                frame = frame.with_columns(fast=pl.when(has_extra).then(None).otherwise(pl.col("fast")))
-            n_lines = len(frame)
-            n_blank = int(frame["blank"].sum())
-            blank += n_blank
-            read += n_lines - n_blank
-            lazy = frame.lazy()
-            slow = lazy.filter(pl.col("fast").is_null() & ~pl.col("blank")).select("index").collect()
-            # The per-line path is Python; the frames of the bulk rows are built meanwhile by
-            # polars, which releases the GIL.
-            worker = _Worker(_validate_lines, slow["index"].to_list(), data, offsets, base, file, source,
-                             not_after, rejects, objects, slow_msgs, slow_events, slow_clock, slow_ids)
-            fast = lazy.filter(pl.col("fast").is_not_null())
-            pos = (pl.col("index").cast(pl.Int64) + base).alias("pos")
-            m, e, c, i = pl.collect_all([
-                *_fast_plans(lazy, file, base),
-                fast.select(pos, (pl.when(pl.col("fast") == "message").then(pl.col("us_sent_at"))
-                                  .otherwise(pl.col("us_at")).cast(pl.Float64) / 1e6).alias("lt")),
-                fast.filter(pl.col("t_message_id") == STRING).select(pos, pl.col("s_message_id").alias("mid")),
-            ])
-            worker.join()
-            msg_frames.append(m)
-            ev_frames.append(e)
-            clocks.append(c)
-            ids.append(i)
+            # The per-line path is Python, in a thread: DuckDB and polars release the GIL, so the
+            # next batches are decoded and the bulk rows' frames built meanwhile.
+            queue: Queue = Queue()
+            worker = _Worker(_validate_batches, queue, data, offsets, base, file, source, not_after,
+                             rejects, objects, slow_msgs, slow_events, slow_clock, slow_ids)
+            try:
+                for batch in decode_batches(data, offsets, extra_keys):
+                    frame = _routed(classify_rows(batch), extra_keys)
+                    n_blank = int(frame["blank"].sum())
+                    blank += n_blank
+                    read += len(frame) - n_blank
+                    lazy = frame.lazy()
+                    queue.put(lazy.filter(pl.col("fast").is_null() & ~pl.col("blank")).select("index")
+                              .collect()["index"].to_list())
+                    fast = lazy.filter(pl.col("fast").is_not_null())
+                    pos = (pl.col("index").cast(pl.Int64) + base).alias("pos")
+                    m, e, c, i = pl.collect_all([
+                        *_fast_plans(lazy, file, base),
+                        fast.select(pos, (pl.when(pl.col("fast") == "message").then(pl.col("us_sent_at"))
+                                          .otherwise(pl.col("us_at")).cast(pl.Float64) / 1e6).alias("lt")),
+                        fast.filter(pl.col("t_message_id") == STRING).select(pos, pl.col("s_message_id").alias("mid")),
+                    ])
+                    msg_frames.append(m)
+                    ev_frames.append(e)
+                    clocks.append(c)
+                    ids.append(i)
+            finally:
+                queue.put(None)
+                worker.join()
+            n_lines = len(offsets) - 1
             base += n_lines + 1
             continue
         count = 0
@@ -228,15 +230,26 @@ class _Worker(threading.Thread):
             raise self._error
 
 
-def _validate_lines(indices, data, offsets, base, file, source, not_after, *sinks) -> None:
-    """The lines the bulk path did not take, through orjson and the models one by one."""
-    for index in indices:
-        number = index + 1
-        try:
-            obj = orjson.loads(line_bytes(data, offsets, index))
-        except orjson.JSONDecodeError as exc:
-            obj = InputError(source, number, None, None, f"malformed JSON: {exc}")
-        _slow_item(base + index, file, number, obj, source, None, not_after, *sinks)
+def _validate_batches(queue, data, offsets, base, file, source, not_after, *sinks) -> None:
+    """The lines the bulk path did not take (lists of indices from the queue, None ends), through
+    orjson and the models one by one."""
+    for indices in iter(queue.get, None):
+        for index in indices:
+            number = index + 1
+            try:
+                obj = orjson.loads(line_bytes(data, offsets, index))
+            except orjson.JSONDecodeError as exc:
+                obj = InputError(source, number, None, None, f"malformed JSON: {exc}")
+            _slow_item(base + index, file, number, obj, source, None, not_after, *sinks)
+
+
+def _routed(frame: pl.DataFrame, extra_keys: tuple) -> pl.DataFrame:
+    """Bulk rows the log clock or a policy reads beyond the model's fields go to the per-line path."""
+    # Events that also carry sent_at (an extra field): the log clock reads it.
+    fast = pl.when((pl.col("fast") == "event") & pl.col("t_sent_at").is_not_null()).then(None)
+    if extra_keys:
+        fast = fast.when(pl.any_horizontal([pl.col(f"t_{k}").is_not_null() for k in extra_keys])).then(None)
+    return frame.with_columns(fast=fast.otherwise(pl.col("fast")))
 
 
 def _slow_item(pos, file, number, obj, source, mapping, not_after, rejects, objects, slow_msgs, slow_events,

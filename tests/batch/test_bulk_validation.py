@@ -90,7 +90,7 @@ def bulk_path(path: Path, not_after: float) -> tuple[dict, pl.DataFrame]:
         "ids": dict(loaded.ids.iter_rows()),
         "blank": loaded.blank,
         "read": loaded.read,
-    }, frames[0]
+    }, pl.concat(frames)
 
 
 def _model_of(raw: bytes):
