@@ -221,6 +221,19 @@ def _written(keys: tuple[str, ...]) -> pl.Expr:
     return pl.max_horizontal(2, 1 + pl.sum_horizontal(members, ignore_nulls=False))
 
 
+def _batches(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
+    """The reader's rows in tables of `size` rows (the last smaller; one table, maybe empty)."""
+    pending, count, sent = [], 0, False
+    for batch in reader:
+        pending.append(batch)
+        count += len(batch)
+        if count >= size:
+            yield pa.Table.from_batches(pending)
+            pending, count, sent = [], 0, True
+    if pending or not sent:
+        yield pa.Table.from_batches(pending, schema=reader.schema)
+
+
 def decode(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str, ...] = ()) -> pl.DataFrame:
     """One row per line: `index` (0-based), `blank`, `parsed` (a JSON object the bulk path
     may trust) and, per key, `t_<key>` (its JSON type, see STRING..OTHER, null when absent) and
@@ -258,12 +271,15 @@ def decode_batches(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str,
     utf8 = np.ones(n, dtype=bool)
     utf8[not_utf8] = False
     con = duckdb.connect(config={"threads": 2, "preserve_insertion_order": True})
+    side = con.cursor()  # the other lines' checks, while the main result streams
     try:
-        for first in range(0, max(n, 1), _BATCH):
-            last = min(n, first + _BATCH)
-            con.register("lines_tbl", pa.table({"line": lines.slice(first, last - first)}))
-            out = pl.from_arrow(con.sql(sql).to_arrow_table())
-            con.unregister("lines_tbl")
+        con.register("lines_tbl", pa.table({"line": lines}))
+        # One statement over the whole file, read a batch at a time as DuckDB produces it.
+        reader = con.sql(sql).to_arrow_reader(_BATCH)
+        first = 0
+        for record_batch in _batches(reader, _BATCH):
+            out = pl.from_arrow(record_batch)
+            last = first + len(out)
             canonical = (out["ok"] & (out.select(_written(keys)).to_series() == pl.Series(length[first:last])))
             canonical = canonical.fill_null(False)
             # Other JSON lines: an object, each key once (DuckDB reads a repeated key's first value,
@@ -272,11 +288,11 @@ def decode_batches(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str,
             parsed = canonical.to_numpy().copy()
             if len(other_index):
                 subset = binary.take(pa.array(other_index + first)).cast(pa.large_string())
-                con.register("other_tbl", pa.table({"line": subset}))
-                ok = con.sql("""
+                side.register("other_tbl", pa.table({"line": subset}))
+                ok = side.sql("""
                     SELECT json_type(line) = 'OBJECT' AND len(json_keys(line)) = len(list_distinct(json_keys(line)))
                     FROM other_tbl""").to_arrow_table().column(0).to_numpy(zero_copy_only=False)
-                con.unregister("other_tbl")
+                side.unregister("other_tbl")
                 text = pl.Series(subset)
                 doubt = (text.str.contains(_PARSER_DOUBT) | (text.str.count_matches(r"[\[{]") > _MAX_DEPTH))
                 parsed[other_index] = ok & ~doubt.to_numpy()
@@ -288,7 +304,9 @@ def decode_batches(data: np.ndarray, offsets: np.ndarray, extra_keys: tuple[str,
                 *(pl.col(f"t{i}").alias(f"t_{k}") for i, k in enumerate(keys)),
                 *(pl.col(f"s{i}").alias(f"s_{k}") for i, k in enumerate(keys)),
             )
+            first = last
     finally:
+        side.close()
         con.close()
 
 
