@@ -282,8 +282,8 @@ def schema():
                    "depends on a disputed point, with both verdicts (adds a section to the report).")
 @click.option("--engine", "engine_name", type=click.Choice(["stream", "batch"]), default="stream",
               show_default=True,
-              help="stream: records one by one over --jobs workers; batch: the whole log as columns "
-                   "in one process (faster on large JSON Lines logs; the same results).")
+              help="stream: records one by one over --jobs workers; batch: the log as columns, its buyers "
+                   "split over --jobs processes (faster on large JSON Lines logs; the same results).")
 @map_option
 def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, sensitivity,
           engine_name, map_file):

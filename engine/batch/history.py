@@ -72,15 +72,24 @@ def opted_out(messages: pl.DataFrame, events: pl.DataFrame) -> pl.Series:
     return pl.select(pl.lit(own).fill_null(pl.lit(state))).to_series()
 
 
-def quotes(messages: pl.DataFrame, horizon: float) -> pl.Series:
-    """Whether each message quotes the buyer message it names (None: that message is not known)."""
+def buyer_messages(messages: pl.DataFrame) -> pl.DataFrame:
+    """The messages a reply can name (buyers' own), keyed by message_id as `reply_to`."""
+    return messages.filter(pl.col("initiated_by") == "buyer").select(
+        pl.col("message_id").alias("reply_to"), pl.col("buyer_id").alias("b_buyer"),
+        pl.col("t").alias("b_t"), pl.col("pos").alias("b_pos"), pl.col("body").alias("b_body"))
+
+
+def quotes(messages: pl.DataFrame, answered: pl.DataFrame, horizon: float) -> pl.Series:
+    """Whether each message quotes the buyer message it names (None: that message is not known).
+
+    `answered`: `buyer_messages` of the whole log. A process that judges some buyers only
+    still knows every buyer message, so a reply naming another buyer's message is False,
+    as in a single pass, not unknown."""
     out: list[Optional[bool]] = [False] * len(messages)
     replies = messages.with_row_index("row").filter(pl.col("reply_to").is_not_null())
     if replies.is_empty():
         return pl.Series(out, dtype=pl.Boolean)
-    buyer_msgs = messages.filter(pl.col("initiated_by") == "buyer").select(
-        pl.col("message_id").alias("reply_to"), pl.col("buyer_id").alias("b_buyer"),
-        pl.col("t").alias("b_t"), pl.col("pos").alias("b_pos"), pl.col("body").alias("b_body"))
+    buyer_msgs = answered
     joined = replies.select("row", "pos", "reply_to", "buyer_id", "body", "clock").join(
         buyer_msgs, on="reply_to", how="left")
     normalised: dict[str, str] = {}

@@ -27,6 +27,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pickle
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -82,22 +86,126 @@ def _extra_field_keys(policies) -> tuple[str, ...]:
     return tuple(sorted(keys))
 
 
+@dataclass
+class _Share:
+    """One worker's part of an audit: its messages' result lines and its rejects, by line position."""
+
+    summary: Summary
+    lines: pl.DataFrame  # pos, line
+    rejects: list  # (pos, InputError)
+    seconds: dict
+
+
 def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None]] = None,
                 stages: Optional[Stages] = None) -> AuditResult:
+    """The batch audit over `cfg.jobs` processes: each reads the whole log (the log clock and
+    repeated ids are properties of all lines) and judges the buyers that hash to it, so a
+    buyer's history lives in one process. Results are merged back in input order."""
     stages = stages or Stages()
     if cfg.started is None:
         cfg.started = dt.datetime.now(dt.timezone.utc).timestamp()
+    jobs = max(1, int(cfg.jobs))
     hashes_out: dict = {}
     hasher = threading.Thread(target=lambda: hashes_out.update({str(p): sha256_file(p) for p in cfg.paths}),
                               daemon=True)
     hasher.start()  # hashlib releases the GIL: the inputs' digests come for free beside the audit
+    if jobs == 1:
+        shares = [_audit_share(policies, cfg, 0, 1, stages)]
+    else:
+        shares = _run_workers(policies, cfg, jobs)
+        for name in shares[0].seconds:  # a stage lasts as long as its slowest worker
+            stages.seconds[name] = max(s.seconds.get(name, 0.0) for s in shares)
+        stages._start = time.perf_counter()
+    summary = Summary()
+    for share in shares:
+        summary.merge(share.summary)
+    if len(summary.order_scores) > ORDERS_KEPT:
+        summary.prune_orders(ORDERS_KEPT)
+    written = 0
+    if cfg.results is not None:
+        frames = [s.lines for s in shares]
+        lines = frames[0] if len(frames) == 1 else pl.concat(frames).sort("pos")
+        written = _write(lines["line"], Path(cfg.results))
+    rejects = sorted((r for s in shares for r in s.rejects), key=lambda r: r[0])
+    out_rejects: list = []
+    if cfg.rejects is not None:
+        with open(cfg.rejects, "wb") as fh:
+            fh.write(b"".join(orjson.dumps(err.as_dict()) + b"\n" for _, err in rejects))
+    else:
+        out_rejects = [err.as_dict() for _, err in rejects]
+    hasher.join()
+    stages.mark("write")
+    if on_progress is not None:
+        on_progress(summary.read)
+    provenance = {
+        "engine": "msgpolicy", "engine_version": __version__,
+        "policies": dict(sorted(summary.versions_used.items())),
+        "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
+        "alternatives": list(getattr(policies, "alternatives", ()) or ()),
+        "inputs": {str(p): hashes_out[str(p)] for p in cfg.paths},
+        "evaluated_on": cfg.at.isoformat() if cfg.at is not None else None,
+        "jobs": jobs, "audit_engine": "batch", "history_days": cfg.history_days,
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    stage_file = os.environ.get("MSGPOLICY_STAGE_TIMES")
+    if stage_file:  # bench/audit_bench.py reads the stage budget from here
+        Path(stage_file).write_bytes(orjson.dumps(
+            {"stages": stages.seconds, "messages": summary.judged, "lines": summary.read, "jobs": jobs}))
+    return AuditResult(summary, provenance, out_rejects, written)
+
+
+def _run_workers(policies, cfg: AuditConfig, jobs: int) -> list[_Share]:
+    """`jobs` fresh interpreters (engine.batch.worker), not forks: polars' and DuckDB's thread
+    pools do not survive a fork (a forked child's first parallel query waits forever), and
+    multiprocessing's spawn would re-run the caller's main script."""
+    with tempfile.TemporaryDirectory(prefix="msgpolicy-batch-") as tmp:
+        folder = Path(tmp)
+        procs = []
+        for w in range(jobs):
+            (folder / f"task.{w}").write_bytes(pickle.dumps((policies, cfg, w, jobs)))
+            with open(folder / f"stderr.{w}", "wb") as err:  # a file: a full pipe would stall the worker
+                procs.append(subprocess.Popen([sys.executable, "-m", "engine.batch.worker", str(folder), str(w)],
+                                              stderr=err))
+        try:
+            failures = []
+            for w, proc in enumerate(procs):
+                if proc.wait() != 0:
+                    err = (folder / f"stderr.{w}").read_text(errors="replace")
+                    failures.append(f"worker {w} (exit code {proc.returncode}):\n{err}")
+            if failures:
+                raise RuntimeError("batch audit worker failed: " + "\n".join(failures))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        shares = []
+        for w in range(jobs):
+            summary, rejects, seconds = pickle.loads((folder / f"share.{w}").read_bytes())
+            shares.append(_Share(summary, pl.read_ipc(folder / f"lines.{w}.arrow"),
+                                 rejects, seconds))
+    return shares
+
+
+def run_share(folder: Path, worker: int) -> None:
+    """A worker's whole job (engine.batch.worker): the task file in, its share's files out."""
+    policies, cfg, worker, jobs = pickle.loads((folder / f"task.{worker}").read_bytes())
+    share = _audit_share(policies, cfg, worker, jobs, Stages())
+    share.lines.write_ipc(folder / f"lines.{worker}.arrow")
+    (folder / f"share.{worker}").write_bytes(pickle.dumps((share.summary, share.rejects, share.seconds)))
+
+
+def _audit_share(policies, cfg: AuditConfig, worker: int, jobs: int, stages: Stages) -> _Share:
+    """Every stage for the messages and events whose buyer hashes to `worker` (rejects go by
+    line position): read+validate, history, inference, text detectors, decide, render."""
     horizon = dt.timedelta(days=cfg.history_days).total_seconds()
     loaded = load(list(cfg.paths), cfg.mapping, cfg.started, _extra_field_keys(policies))
     stages.mark("read+validate")
 
     store = DecisionStore(cache_directory())
     judge = BatchJudge(policies, store)
-    summary = Summary(read=loaded.read, blank=loaded.blank)
+    # Lines read and blank are counted once, by worker 0.
+    summary = Summary(read=loaded.read, blank=loaded.blank) if worker == 0 else Summary()
     rejects = list(loaded.rejects)
     messages = loaded.messages
     source_of = {i: str(p) for i, p in enumerate(cfg.paths)}
@@ -118,10 +226,6 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
             rejects.append((pos, err))
         messages = messages.filter(~pl.col("pos").is_in(bad["pos"].implode()))
     events = loaded.events
-    summary.rejected = len(rejects)
-    for _, err in rejects:
-        summary.reject_reasons[err.field or "(record)"] += 1
-    summary.events = len(events)
 
     # The log clock at each line, and each record's own instant in seconds.
     clock = loaded.clock.with_columns(clock=pl.col("lt").cum_max().forward_fill().fill_null(float("-inf")))
@@ -129,6 +233,15 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
         clock.select("pos", "clock"), on="pos", how="left")
     events = events.with_columns(t=pl.col("at_us").cast(pl.Float64) / 1e6).join(
         clock.select("pos", "clock"), on="pos", how="left")
+    answered = history.buyer_messages(messages)  # a reply may name another buyer's message
+    if jobs > 1:
+        mine = (pl.col("buyer_id").hash(seed=0) % jobs) == worker
+        messages, events = messages.filter(mine), events.filter(mine)
+        rejects = [r for r in rejects if r[0] % jobs == worker]
+    summary.rejected = len(rejects)
+    for _, err in rejects:
+        summary.reject_reasons[err.field or "(record)"] += 1
+    summary.events = len(events)
 
     # Versions in force: one lookup per (marketplace, local date).
     messages, vsets, instants = _versions_in_force(policies, messages, cfg.at)
@@ -148,7 +261,7 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
     messages = messages.with_columns(
         late=late,
         opted_out=history.opted_out(messages, events.select("pos", "buyer_id", "t", "ev_state")),
-        quotes=history.quotes(messages, horizon),
+        quotes=history.quotes(messages, answered, horizon),
     )
     stages.mark("history")
 
@@ -164,35 +277,7 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
     lines = _render(messages, plans, vsets, detector_columns, inferences, instants, cfg.at)
     _summarise(summary, messages, plans, vsets, inferences, policies, cfg.at)
     stages.mark("render")
-    written = 0
-    if cfg.results is not None:
-        written = _write(lines, Path(cfg.results))
-    rejects.sort(key=lambda r: r[0])
-    out_rejects: list = []
-    if cfg.rejects is not None:
-        with open(cfg.rejects, "wb") as fh:
-            fh.write(b"".join(orjson.dumps(err.as_dict()) + b"\n" for _, err in rejects))
-    else:
-        out_rejects = [err.as_dict() for _, err in rejects]
-    hasher.join()
-    stages.mark("write")
-    if on_progress is not None:
-        on_progress(summary.read)
-    provenance = {
-        "engine": "msgpolicy", "engine_version": __version__,
-        "policies": dict(sorted(summary.versions_used.items())),
-        "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
-        "alternatives": list(getattr(policies, "alternatives", ()) or ()),
-        "inputs": {str(p): hashes_out[str(p)] for p in cfg.paths},
-        "evaluated_on": cfg.at.isoformat() if cfg.at is not None else None,
-        "jobs": 1, "audit_engine": "batch", "history_days": cfg.history_days,
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    stage_file = os.environ.get("MSGPOLICY_STAGE_TIMES")
-    if stage_file:  # bench/audit_bench.py reads the stage budget from here
-        Path(stage_file).write_bytes(orjson.dumps(
-            {"stages": stages.seconds, "messages": summary.judged, "lines": summary.read}))
-    return AuditResult(summary, provenance, out_rejects, written)
+    return _Share(summary, pl.DataFrame({"pos": messages["pos"], "line": lines}), rejects, dict(stages.seconds))
 
 
 def _versions_in_force(policies, messages: pl.DataFrame, at):

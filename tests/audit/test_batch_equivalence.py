@@ -131,3 +131,32 @@ def test_a_null_line_is_rejected_and_a_log_without_messages_is_judged(policies, 
     result = audit(policies, AuditConfig(paths=[log], jobs=1, engine="batch"))
     s = result.summary
     assert (s.read, s.rejected, s.events, s.blank, s.judged) == (2, 1, 1, 1, 0)
+
+
+def test_batch_results_do_not_depend_on_jobs(policies, tmp_path):
+    """Worker processes judge the buyers that hash to them; a reply naming another buyer's
+    message (held by another worker) still reads as not quoting, as in one pass."""
+    log = tmp_path / "jobs.jsonl"
+    _bench_generator().main(["--messages", "6000", "--seed", "13", "--out", str(log), "--malformed", "0.05",
+                             "--jobs", "1"])
+    common = '"order_id": "111-0000001-0000001", "channel": "email", "category": "customer_service_reply", "marketplace": "US"'
+    extra = [
+        '{"message_id": "Q1", "buyer_id": "BX", "initiated_by": "buyer", "sent_at": "2026-01-02T10:00:00Z", '
+        '"subject": "Where is it?", "body": "Where is my parcel?", %s}' % common,
+        '{"message_id": "Q2", "buyer_id": "BY", "initiated_by": "seller", "reply_to": "Q1", '
+        '"sent_at": "2026-01-02T11:00:00Z", "subject": "Re: Where is it?", '
+        '"body": "It ships today. > Where is my parcel?", %s}' % common,
+    ]
+    with open(log, "a") as fh:
+        fh.write("\n".join(extra) + "\n")
+    outputs = []
+    for jobs in (1, 3):
+        results, rejects = tmp_path / f"r{jobs}.jsonl", tmp_path / f"j{jobs}.jsonl"
+        result = audit(policies, AuditConfig(paths=[log], jobs=jobs, results=results, rejects=rejects,
+                                             engine="batch"))
+        assert result.summary.balanced
+        outputs.append((results.read_bytes(), rejects.read_bytes(), _summary(result)))
+    assert outputs[0] == outputs[1]
+    reply = next(orjson.loads(line) for line in outputs[0][0].splitlines() if b'"Q2"' in line)
+    # Unknown would mean the answered message was not found (it is in the log, of buyer BX).
+    assert not any("quotes_buyer_message unknown" in f["reason"] for f in reply["findings"]), reply
