@@ -463,48 +463,60 @@ def _render(messages, plans, vsets, detector_columns, inferences, instants, at) 
         for k, ((body, _, _), pairs) in enumerate(zip(plan.findings, quoted)):
             templates.append((p, k, body.decode(), kinds.setdefault(pairs, len(kinds))))
 
-    n_plans = pl.Series(range(len(plans)))
+    # Static tails keyed by (plan, late): the out_of_order variant is made once per plan, and each
+    # line's text is copied once, by the final concat (result lines are most of the output's bytes).
+    late_tail = [None if t is None else t[:-1] + ',"out_of_order":true}' for t in static]
+    keys = pl.Series(range(2 * len(plans)), dtype=pl.Int64)
+    static_values = pl.Series([v for pair in zip(static, late_tail) for v in pair], dtype=pl.String)
     frame = messages.select(
         "message_id", "sent_iso", "marketplace", "late", "plan",
-        pl.col("plan").replace_strict(n_plans, pl.Series(static, dtype=pl.String), default=None).alias("tail"))
+        (pl.col("plan").cast(pl.Int64) * 2 + pl.col("late").cast(pl.Int64))
+        .replace_strict(keys, static_values, default=None).alias("static"))
+    quoted = pl.lit(None, dtype=pl.String)
     if templates:
         span_columns = sorted({column for pairs in kinds for _, column in pairs})
         template_frame = pl.DataFrame(templates, schema={"plan": pl.UInt32, "k": pl.Int32, "body": pl.String,
-                                                         "kind": pl.Int32}, orient="row")
-        quoted_rows = messages.select("plan", *span_columns).with_row_index("row").filter(
+                                                         "kind": pl.Int32}, orient="row").with_row_index("tid")
+        quoted_rows = messages.select("plan", "late", *span_columns).with_row_index("row").filter(
             pl.col("plan").is_in(list(heads)))
-        long = quoted_rows.with_columns(pl.col("plan").cast(pl.UInt32)).join(template_frame, on="plan")
+        long = quoted_rows.with_columns(pl.col("plan").cast(pl.UInt32)).join(
+            template_frame.select("plan", "k", "kind", "tid"), on="plan")
         # Each evidence kind on its own rows only: a when/then chain would evaluate every kind everywhere.
+        # The finding bodies join in after the sort, so only short strings are moved about.
         pairs_of = {kind: pairs for pairs, kind in kinds.items()}
-        pieces = pl.concat([part.select("row", "plan", "k", (pl.col("body") + _evidence(pairs_of[part["kind"][0]])
-                                                            + pl.lit("}")).alias("piece"))
-                            for part in long.partition_by("kind")])
-        filled = (pieces.sort("row", "k")
+        pieces = pl.concat([part.select("row", "plan", "late", "k", "tid",
+                                        _evidence(pairs_of[part["kind"][0]]).alias("evidence"))
+                            for part in long.partition_by("kind")]).sort("row", "k")
+        bodies = template_frame["body"]
+        head_of = (pl.Series(list(heads), dtype=pl.UInt32), pl.Series(list(heads.values()), dtype=pl.String))
+        filled = (pieces.select("row", "plan", "late", pl.concat_str([
+                      pl.col("tid").replace_strict(pl.Series(range(len(bodies)), dtype=pl.UInt32), bodies),
+                      pl.col("evidence"), pl.lit("}")]).alias("piece"))
                   .group_by("row", maintain_order=True)
-                  .agg(pl.col("plan").first(), pl.col("piece").str.join(","))
-                  .select("row", (pl.col("plan").replace_strict(pl.Series(list(heads), dtype=pl.UInt32),
-                                                                pl.Series(list(heads.values()), dtype=pl.String))
-                                  + pl.col("piece") + pl.lit("]}")).alias("quoted")))
-        frame = frame.with_row_index("row").join(filled, on="row", how="left", maintain_order="left").select(
-            pl.exclude("row", "quoted", "tail"), pl.coalesce("tail", "quoted").alias("tail"))
+                  .agg(pl.col("plan").first(), pl.col("late").first(), pl.col("piece").str.join(","))
+                  .select("row", pl.concat_str([
+                      pl.col("plan").replace_strict(*head_of), pl.col("piece"),
+                      pl.when(pl.col("late")).then(pl.lit('],"out_of_order":true}')).otherwise(pl.lit("]}"))
+                  ]).alias("quoted")))
+        frame = frame.with_row_index("row").join(filled, on="row", how="left", maintain_order="left").drop("row")
+        quoted = pl.col("quoted")
     if at is None:
         iso = pl.col("sent_iso")
     else:
         iso = pl.col("marketplace").replace_strict({m: i.isoformat() for m, i in instants.items()})
-    tail = pl.when(pl.col("late")).then(
-        pl.col("tail").str.slice(0, pl.col("tail").str.len_bytes() - 1) + ',"out_of_order":true}'
-    ).otherwise(pl.col("tail"))
+    # Exactly one of static and quoted is set on a row.
+    tail = pl.coalesce(pl.col("static"), quoted)
     # An id that needs escaping (rare) is written by orjson below with the rows rendered one by one.
     simple_id = ~pl.col("message_id").str.contains(r'["\\\x00-\x1f]')
-    line = pl.when(simple_id).then(pl.concat_str([
-        pl.lit('{"message_id":"'), pl.col("message_id"), pl.lit('","evaluated_at":"'), iso, pl.lit('",'), tail,
-        pl.lit("\n")]))
-    lines = frame.select(line.alias("line"))["line"]
-    escaped = lines.is_null().arg_true().to_list()
+    line = pl.concat_str([
+        pl.lit('{"message_id":"'), pl.when(simple_id).then(pl.col("message_id")), pl.lit('","evaluated_at":"'), iso,
+        pl.lit('",'), pl.col("static"), quoted, pl.lit("\n")], ignore_nulls=True)
+    lines = frame.select(line.alias("line"))["line"]  # lines of escaped ids are replaced below
+    escaped = frame.select(~simple_id)["message_id"].arg_true().to_list()
     if not inferences and not escaped:
         return lines
     rows = sorted(set(inferences) | set(escaped))
-    picked = frame.select("message_id", "late", "plan", iso.alias("iso"), tail.alias("tail"))[rows]
+    picked = frame[rows].select("message_id", "late", "plan", iso.alias("iso"), tail.alias("tail"))
     span_columns = sorted({detector_columns[key][1] for key in detector_columns})
     spans_of = {c: values.to_list() for c, values in messages.select(span_columns)[rows].to_dict().items()}
     dumps = orjson.dumps

@@ -160,3 +160,21 @@ def test_batch_results_do_not_depend_on_jobs(policies, tmp_path):
     reply = next(orjson.loads(line) for line in outputs[0][0].splitlines() if b'"Q2"' in line)
     # Unknown would mean the answered message was not found (it is in the log, of buyer BX).
     assert not any("quotes_buyer_message unknown" in f["reason"] for f in reply["findings"]), reply
+
+
+def test_batch_writes_ids_needing_escapes_and_late_lines_as_the_stream_does(policies, tmp_path):
+    """Result lines are assembled natively; an id with a quote, a backslash or a control
+    character is escaped by orjson, and an out-of-order line keeps its flag."""
+    common = ('"order_id": "111-0000001-0000001", "buyer_id": "B1", "channel": "email", "marketplace": "US", '
+              '"category": "review_request"')
+    ids = ['plain', 'with \\"quote\\"', 'back\\\\slash', 'tab\\there', 'caf\u00e9']
+    times = ["2021-03-02T10:00:00Z", "2021-03-01T10:00:00Z", "2021-03-03T10:00:00Z", "2021-03-02T12:00:00Z",
+             "2021-03-04T10:00:00Z"]
+    log = tmp_path / "ids.jsonl"
+    log.write_text("".join(
+        '{"message_id": "%s", "sent_at": "%s", "subject": "Please review", '
+        '"body": "Please leave a review: https://example.com/review", %s}\n' % (mid, t, common)
+        for mid, t in zip(ids, times)), encoding="utf-8")
+    _assert_same(policies, log, tmp_path, 1, 5)
+    lines = (tmp_path / "batch.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(line).get("out_of_order", False) for line in lines] == [False, True, False, True, False]
