@@ -10,6 +10,7 @@ rows that have HTML.
 """
 from __future__ import annotations
 
+import functools
 import re
 from functools import cached_property
 from typing import Callable, Optional
@@ -23,17 +24,29 @@ from .superset import FOLD_DOUBT_PATTERN, superset_pattern
 
 def _mask(column: pl.Series, patterns: list[tuple[str, int]]) -> pl.Series:
     """Rows where any of the (Python pattern, flags) may match: a superset, never fewer."""
-    mask = pl.Series(values=[False] * len(column)) if len(column) else pl.Series(dtype=pl.Boolean)
+    if not len(column):
+        return pl.Series(dtype=pl.Boolean)
+    combined = _combined(tuple(patterns))
+    if combined is None:
+        return pl.Series(values=[True] * len(column), dtype=pl.Boolean)
+    # One pass of Rust's regex over the column for all the patterns (an alternation of
+    # supersets is a superset of the union); each keeps its own flags inside its group.
+    return column.str.contains(combined).fill_null(False)
+
+
+@functools.cache
+def _combined(patterns: tuple[tuple[str, int], ...]) -> Optional[str]:
+    parts = []
     doubt = False
     for pattern, flags in patterns:
         rust = superset_pattern(pattern, flags)
         if rust is None:
-            return pl.Series(values=[True] * len(column), dtype=pl.Boolean)
-        mask = mask | column.str.contains(rust)
+            return None
+        parts.append(f"(?:{rust})")
         doubt = doubt or bool(flags & re.IGNORECASE)
     if doubt:
-        mask = mask | column.str.contains(FOLD_DOUBT_PATTERN)
-    return mask.fill_null(False)
+        parts.append(f"(?:{FOLD_DOUBT_PATTERN})")
+    return "|".join(parts)
 
 
 class Views:
@@ -117,9 +130,9 @@ def _only_patterns(spec: OnlyPatternsDetector, views: Views, n: int) -> Result:
     else:
         joined = pl.select(pl.concat_str([pl.lit(views.column(f)) for f in spec.fields], separator="\n")).to_series()
     flags = spec._flags
-    mask = _mask(joined, [(p, flags) for p in spec.patterns])
-    if spec.required_patterns:
-        mask = mask & _mask(joined, [(p, flags) for p in spec.required_patterns])
+    # A text counts only if a required pattern matches (when there are any) and some pattern
+    # matches: the required ones are the rarer, and either mask alone is a superset.
+    mask = _mask(joined, [(p, flags) for p in (spec.required_patterns or spec.patterns)])
     values, spans = [False] * n, [""] * n
     for i, (value, span) in _each_distinct(joined.to_list(), mask.arg_true().to_list(), spec.check).items():
         values[i], spans[i] = value, span
