@@ -54,7 +54,8 @@ from . import history
 from .decode import EVENT_FIELDS, MESSAGE_FIELDS
 from .decide import BatchJudge, DecisionStore, decide
 from .infer import infer_missing
-from .load import load
+from .decode import read_lines
+from .load import _Loaded, _Objects, load
 from .texts import TEXT_KINDS, Views
 
 _DAY_US = 86_400_000_000
@@ -110,11 +111,13 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
                               daemon=True)
     hasher.start()  # hashlib releases the GIL: the inputs' digests come for free beside the audit
     if jobs == 1:
-        shares = [_audit_share(policies, cfg, 0, 1, stages)]
+        prepared = _prepare(policies, cfg)
+        stages.mark("read+validate")
+        shares = [_judge_share(policies, cfg, prepared, stages)]
     else:
-        shares = _run_workers(policies, cfg, jobs)
+        shares = _run_workers(policies, cfg, jobs, stages)
         for name in shares[0].seconds:  # a stage lasts as long as its slowest worker
-            stages.seconds[name] = max(s.seconds.get(name, 0.0) for s in shares)
+            stages.seconds[name] = stages.seconds.get(name, 0.0) + max(s.seconds.get(name, 0.0) for s in shares)
         stages._start = time.perf_counter()
     summary = Summary()
     for share in shares:
@@ -154,18 +157,36 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
     return AuditResult(summary, provenance, out_rejects, written)
 
 
-def _run_workers(policies, cfg: AuditConfig, jobs: int) -> list[_Share]:
-    """`jobs` fresh interpreters (engine.batch.worker), not forks: polars' and DuckDB's thread
-    pools do not survive a fork (a forked child's first parallel query waits forever), and
-    multiprocessing's spawn would re-run the caller's main script."""
+def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[_Share]:
+    """The log read once here, its buyers' shares judged by `jobs` fresh interpreters
+    (engine.batch.worker), not forks: polars' and DuckDB's thread pools do not survive a
+    fork (a forked child's first parallel query waits forever), and multiprocessing's spawn
+    would re-run the caller's main script. A share travels as Arrow IPC files."""
+    prepared = _prepare(policies, cfg)
+    stages.mark("read+validate")
     with tempfile.TemporaryDirectory(prefix="msgpolicy-batch-") as tmp:
         folder = Path(tmp)
+        prepared.answered.write_ipc(folder / "answered.arrow")
+        bulk_files = [(file, base, str(cfg.paths[file])) for file, (base, _, _) in
+                      zip(sorted(prepared.loaded.raw), prepared.loaded.objects.files)]
+        mine = pl.col("buyer_id").hash(seed=0) % jobs
+        messages = prepared.messages.with_columns(owner=mine).partition_by("owner", as_dict=True, include_key=False)
+        events = prepared.events.with_columns(owner=mine).partition_by("owner", as_dict=True, include_key=False)
         procs = []
         for w in range(jobs):
-            (folder / f"task.{w}").write_bytes(pickle.dumps((policies, cfg, w, jobs)))
+            own = messages.get((w,), prepared.messages.clear())
+            own.write_ipc(folder / f"messages.{w}.arrow")
+            events.get((w,), prepared.events.clear()).write_ipc(folder / f"events.{w}.arrow")
+            positions = set(own["pos"].to_list())
+            # Records validated one by one travel as objects; bulk rows are re-read from their line.
+            objects = {pos: m for pos, m in dict.items(prepared.loaded.objects) if pos in positions}
+            counts = (prepared.loaded.read, prepared.loaded.blank) if w == 0 else (0, 0)
+            rejects = [r for r in prepared.rejects if r[0] % jobs == w]
+            (folder / f"task.{w}").write_bytes(pickle.dumps((policies, cfg, rejects, objects, bulk_files, counts)))
             with open(folder / f"stderr.{w}", "wb") as err:  # a file: a full pipe would stall the worker
                 procs.append(subprocess.Popen([sys.executable, "-m", "engine.batch.worker", str(folder), str(w)],
                                               stderr=err))
+        del prepared, messages, events
         try:
             failures = []
             for w, proc in enumerate(procs):
@@ -182,30 +203,45 @@ def _run_workers(policies, cfg: AuditConfig, jobs: int) -> list[_Share]:
         shares = []
         for w in range(jobs):
             summary, rejects, seconds = pickle.loads((folder / f"share.{w}").read_bytes())
-            shares.append(_Share(summary, pl.read_ipc(folder / f"lines.{w}.arrow"),
-                                 rejects, seconds))
+            shares.append(_Share(summary, pl.read_ipc(folder / f"lines.{w}.arrow"), rejects, seconds))
     return shares
 
 
 def run_share(folder: Path, worker: int) -> None:
-    """A worker's whole job (engine.batch.worker): the task file in, its share's files out."""
-    policies, cfg, worker, jobs = pickle.loads((folder / f"task.{worker}").read_bytes())
-    share = _audit_share(policies, cfg, worker, jobs, Stages())
+    """A worker's whole job (engine.batch.worker): the task files in, its share's files out."""
+    stages = Stages()
+    policies, cfg, rejects, objects, bulk_files, (read, blank) = pickle.loads((folder / f"task.{worker}").read_bytes())
+    loaded_objects = _Objects()
+    loaded_objects.update(objects)
+    raw = {}
+    for file, base, path in bulk_files:
+        data, offsets = read_lines(Path(path))
+        raw[file] = (data, offsets)
+        loaded_objects.files.append((base, data, offsets))
+    messages = pl.read_ipc(folder / f"messages.{worker}.arrow")
+    prepared = _Prepared(messages, pl.read_ipc(folder / f"events.{worker}.arrow"), rejects,
+                         pl.read_ipc(folder / "answered.arrow"),
+                         _Loaded(messages, None, [], None, None, loaded_objects, raw, blank, read))
+    stages.mark("read+validate")
+    share = _judge_share(policies, cfg, prepared, stages)
     share.lines.write_ipc(folder / f"lines.{worker}.arrow")
     (folder / f"share.{worker}").write_bytes(pickle.dumps((share.summary, share.rejects, share.seconds)))
 
 
-def _audit_share(policies, cfg: AuditConfig, worker: int, jobs: int, stages: Stages) -> _Share:
-    """Every stage for the messages and events whose buyer hashes to `worker` (rejects go by
-    line position): read+validate, history, inference, text detectors, decide, render."""
-    horizon = dt.timedelta(days=cfg.history_days).total_seconds()
-    loaded = load(list(cfg.paths), cfg.mapping, cfg.started, _extra_field_keys(policies))
-    stages.mark("read+validate")
+@dataclass
+class _Prepared:
+    """The log read and validated, with what only the whole log tells: repeated ids, the log
+    clock at each record, every buyer message a reply may name."""
 
-    store = DecisionStore(cache_directory())
-    judge = BatchJudge(policies, store)
-    # Lines read and blank are counted once, by worker 0.
-    summary = Summary(read=loaded.read, blank=loaded.blank) if worker == 0 else Summary()
+    messages: pl.DataFrame
+    events: pl.DataFrame
+    rejects: list
+    answered: pl.DataFrame
+    loaded: _Loaded
+
+
+def _prepare(policies, cfg: AuditConfig) -> _Prepared:
+    loaded = load(list(cfg.paths), cfg.mapping, cfg.started, _extra_field_keys(policies))
     rejects = list(loaded.rejects)
     messages = loaded.messages
     source_of = {i: str(p) for i, p in enumerate(cfg.paths)}
@@ -225,19 +261,26 @@ def _audit_share(policies, cfg: AuditConfig, worker: int, jobs: int, stages: Sta
                                  "duplicate message_id in this log (an earlier line has it)")
             rejects.append((pos, err))
         messages = messages.filter(~pl.col("pos").is_in(bad["pos"].implode()))
-    events = loaded.events
 
     # The log clock at each line, and each record's own instant in seconds.
     clock = loaded.clock.with_columns(clock=pl.col("lt").cum_max().forward_fill().fill_null(float("-inf")))
     messages = messages.with_columns(t=pl.col("sent_us").cast(pl.Float64) / 1e6).join(
         clock.select("pos", "clock"), on="pos", how="left")
-    events = events.with_columns(t=pl.col("at_us").cast(pl.Float64) / 1e6).join(
+    events = loaded.events.with_columns(t=pl.col("at_us").cast(pl.Float64) / 1e6).join(
         clock.select("pos", "clock"), on="pos", how="left")
-    answered = history.buyer_messages(messages)  # a reply may name another buyer's message
-    if jobs > 1:
-        mine = (pl.col("buyer_id").hash(seed=0) % jobs) == worker
-        messages, events = messages.filter(mine), events.filter(mine)
-        rejects = [r for r in rejects if r[0] % jobs == worker]
+    # A reply may name another buyer's message, held by another worker: all are kept.
+    return _Prepared(messages, events, rejects, history.buyer_messages(messages), loaded)
+
+
+def _judge_share(policies, cfg: AuditConfig, prepared: _Prepared, stages: Stages) -> _Share:
+    """Every stage after reading, for one share of the buyers (all of them with one job):
+    versions in force, inference, history, text detectors, decide, render."""
+    horizon = dt.timedelta(days=cfg.history_days).total_seconds()
+    store = DecisionStore(cache_directory())
+    judge = BatchJudge(policies, store)
+    loaded, messages, events, rejects, answered = (prepared.loaded, prepared.messages, prepared.events,
+                                                   prepared.rejects, prepared.answered)
+    summary = Summary(read=loaded.read, blank=loaded.blank)
     summary.rejected = len(rejects)
     for _, err in rejects:
         summary.reject_reasons[err.field or "(record)"] += 1
