@@ -64,6 +64,8 @@ from .timeline import in_force_on, marketplace_zone
 from .io import LIST_COLUMNS, InputError, _csv_value, to_record
 from .mapping import ColumnMap, apply_map
 from .model import BuyerEvent, InitiatedBy, Message, Outcome, Verdict, finding_json
+# The results formats live in engine.results; re-exported for existing callers.
+from .results import RESULT_COLUMNS, write_results  # noqa: F401
 
 DEFAULT_HISTORY_DAYS = 400
 WORST_ORDERS_KEPT = 50
@@ -698,61 +700,6 @@ def merged(parts: list[Path]) -> Iterator[bytes]:
         return
     for _, _, payload in heapq.merge(*(_part_lines(p) for p in parts), key=lambda t: (t[0], t[1])):
         yield payload
-
-
-RESULT_COLUMNS = ("message_id", "evaluated_at", "outcome", "policies", "findings", "out_of_order")
-
-
-def write_results(lines: Iterator[bytes], path: Path) -> int:
-    """Write result JSON lines as JSONL, CSV or Parquet (by suffix); returns the count."""
-    suffix = path.suffix.lower()
-    n = 0
-    if suffix == ".csv":
-        with open(path, "w", encoding="utf-8", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(RESULT_COLUMNS)
-            for payload in lines:
-                d = orjson.loads(payload)
-                w.writerow([d["message_id"], d["evaluated_at"], d["outcome"],
-                            orjson.dumps(d["policies"]).decode(), orjson.dumps(d["findings"]).decode(),
-                            "true" if d.get("out_of_order") else ""])
-                n += 1
-        return n
-    if suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        schema = pa.schema([("message_id", pa.string()), ("evaluated_at", pa.string()),
-                            ("outcome", pa.string()), ("policies", pa.string()),
-                            ("findings", pa.string()), ("out_of_order", pa.bool_())])
-        writer = pq.ParquetWriter(path, schema)
-        cols: dict[str, list] = {c: [] for c in RESULT_COLUMNS}
-
-        def flush():
-            if cols["message_id"]:
-                writer.write_table(pa.table(cols, schema=schema))
-                for c in cols.values():
-                    c.clear()
-
-        for payload in lines:
-            d = orjson.loads(payload)
-            cols["message_id"].append(d["message_id"])
-            cols["evaluated_at"].append(d["evaluated_at"])
-            cols["outcome"].append(d["outcome"])
-            cols["policies"].append(orjson.dumps(d["policies"]).decode())
-            cols["findings"].append(orjson.dumps(d["findings"]).decode())
-            cols["out_of_order"].append(bool(d.get("out_of_order")))
-            n += 1
-            if n % 65536 == 0:
-                flush()
-        flush()
-        writer.close()
-        return n
-    with open(path, "wb", buffering=1 << 20) as fh:
-        for payload in lines:
-            fh.write(payload)
-            n += 1
-    return n
 
 
 # ---- the whole audit ------------------------------------------------------------------------

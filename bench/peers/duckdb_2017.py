@@ -232,10 +232,12 @@ def run(log: Path, out: Path, threads: int | None = None) -> tuple[int, float]:
 
 
 def _results_relation(results: Path) -> str:
+    """msgpolicy's results with `policies` typed as in its Parquet results (a list of structs)."""
     if results.suffix.lower() == ".parquet":
         return f"read_parquet({sql_string(results)})"
     return (f"read_json({sql_string(results)}, format = 'newline_delimited', "
-            "columns = {message_id: 'VARCHAR', outcome: 'VARCHAR', policies: 'JSON'})")
+            "columns = {message_id: 'VARCHAR', outcome: 'VARCHAR', "
+            "policies: 'STRUCT(policy VARCHAR, version VARCHAR)[]'})")
 
 
 def compare(log: Path, ours: Path, results: Path, show: int = 5) -> dict:
@@ -244,7 +246,8 @@ def compare(log: Path, ours: Path, results: Path, show: int = 5) -> dict:
     con = connect()
     con.execute(f"""
         CREATE TEMP TABLE engine AS
-        SELECT message_id, outcome, CAST(policies AS VARCHAR) LIKE '%2020-contact-guidelines%' AS has_2020
+        SELECT message_id, outcome,
+               list_contains([p.policy FOR p IN policies], '2020-contact-guidelines') AS has_2020
         FROM {_results_relation(results)}""")
     con.execute(f"""
         CREATE TEMP TABLE uncategorised AS

@@ -46,6 +46,18 @@ def test_query_agrees_with_the_engine(audited):
     assert {"allowed", "blocked", "no_policy", "indeterminate"} <= set(report["compared_by_engine_outcome"])
 
 
+def test_parquet_results_compare_as_the_jsonl_ones(audited):
+    log, results, tmp = audited
+    from engine.results import write_results
+
+    typed = tmp / "results.parquet"
+    with open(results, "rb") as fh:
+        write_results(fh, typed)
+    out = tmp / "query-typed.parquet"
+    duckdb_2017.run(log, out, threads=1)
+    assert duckdb_2017.compare(log, out, typed) == duckdb_2017.compare(log, out, results)
+
+
 def test_edge_cases_of_the_record_format(tmp_path):
     lines = [
         '{"type": "buyer_opt_out", "buyer_id": "B1", "at": "2017-06-01T09:00:00-07:00"}',

@@ -96,21 +96,48 @@ def test_clean_log_exits_0_and_missing_file_exits_2(tmp_path):
 
 
 def test_results_csv_and_parquet_match_jsonl(log, tmp_path):
+    import datetime as dt
+
     import pyarrow.parquet as pq
 
+    # The generated log plus a message_id that needs escapes, a quoted [Important] subject
+    # (a finding with evidence) and a message sent before its buyer's previous one (out of order).
+    extra = [
+        {"message_id": 'q"uote\\back\u00e9\u2028😀', "order_id": "o-x", "buyer_id": "BX",
+         "sent_at": "2026-01-02T10:00:00-08:00", "category": "order_info_request",
+         "subject": "[Important] About your order"},
+        {"message_id": "late", "order_id": "o-x", "buyer_id": "BX", "sent_at": "2026-01-01T10:00:00-08:00",
+         "category": "order_info_request", "body": "Hello"},
+    ]
+    full = tmp_path / "log.jsonl"
+    full.write_bytes(log.read_bytes() + b"".join(orjson.dumps(r) + b"\n" for r in extra))
     paths = {ext: tmp_path / f"r.{ext}" for ext in ("jsonl", "csv", "parquet")}
     for p in paths.values():
-        _run([log, "--results", p, "--rejects", tmp_path / "j.jsonl", "-o", tmp_path / "s.txt"])
+        _run([full, "--results", p, "--rejects", tmp_path / "j.jsonl", "-o", tmp_path / "s.txt"])
     ref = [orjson.loads(l) for l in paths["jsonl"].read_bytes().splitlines()]
     with open(paths["csv"], newline="") as fh:
         rows = list(csv.DictReader(fh))
     table = pq.read_table(paths["parquet"]).to_pylist()
     assert len(rows) == len(table) == len(ref)
+    assert ref[-2]["message_id"] == extra[0]["message_id"] and ref[-1].get("out_of_order") is True
+    assert any("evidence" in f for f in ref[-2]["findings"])
     for a, b, c in zip(ref, rows, table):
-        for row in (b, c):
-            assert row["message_id"] == a["message_id"] and row["outcome"] == a["outcome"]
-            assert json.loads(row["findings"]) == a["findings"]
-            assert json.loads(row["policies"]) == a["policies"]
+        assert b["message_id"] == a["message_id"] and b["outcome"] == a["outcome"]
+        assert b["evaluated_at"] == a["evaluated_at"]
+        assert json.loads(b["findings"]) == a["findings"] and json.loads(b["policies"]) == a["policies"]
+        assert b["out_of_order"] == ("true" if a.get("out_of_order") else "")
+        # Parquet: typed values, field by field
+        at = dt.datetime.fromisoformat(a["evaluated_at"])
+        assert c["message_id"] == a["message_id"] and c["outcome"] == a["outcome"]
+        assert c["evaluated_at"] == at and c["evaluated_at"].tzinfo is not None
+        assert c["evaluated_at_local"] == at.replace(tzinfo=None)
+        assert c["policies"] == a["policies"]
+        assert len(c["findings"]) == len(a["findings"])
+        for got, want in zip(c["findings"], a["findings"]):
+            for key in ("rule", "policy", "version", "outcome", "reason", "sources"):
+                assert got[key] == want[key]
+            assert dict(got["evidence"]) == want.get("evidence", {})
+        assert c["out_of_order"] is bool(a.get("out_of_order"))
 
 
 def test_csv_input(log, tmp_path):
