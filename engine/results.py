@@ -36,6 +36,7 @@ from .model import Verdict
 
 RESULT_COLUMNS = ("message_id", "evaluated_at", "outcome", "policies", "findings", "out_of_order")
 CHUNK = 65536  # lines per conversion and per Parquet row group
+BATCH = 16384  # lines per Arrow batch handed to DuckDB
 
 # The instant alone loses what the line said about local time; an auditor asking "which
 # messages went out on 24 December in the marketplace" wants the wall clock without offset
@@ -180,7 +181,9 @@ def _typed(con, lines):
     """A pyarrow table in `parquet_schema()` from a pyarrow string array of result lines."""
     import pyarrow as pa
 
-    con.register("lines", pa.table({"line": lines}))
+    # DuckDB scans an Arrow table a batch per thread: one batch would be one thread.
+    batches = pa.table({"line": lines}).to_batches(max_chunksize=BATCH)
+    con.register("lines", pa.Table.from_batches(batches, schema=pa.schema([("line", lines.type)])))
     try:
         rel = con.sql(_query())
         table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
@@ -209,16 +212,34 @@ def _as_arrow(lines):
 
 
 class _ParquetSink:
+    """Chunks in, row groups out; a chunk is converted (DuckDB, GIL released) in a thread while
+    the previous one is written and the next one gathered."""
+
     def __init__(self, path: Path):
+        from concurrent.futures import ThreadPoolExecutor
+
         import pyarrow.parquet as pq
 
         self.con = _connect()
         self.writer = pq.ParquetWriter(path, parquet_schema())
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending = None
 
     def write(self, lines) -> None:
-        self.writer.write_table(_typed(self.con, lines))
+        converting = self.pool.submit(_typed, self.con, lines)
+        self._drain()
+        self.pending = converting
+
+    def _drain(self) -> None:
+        if self.pending is not None:
+            table, self.pending = self.pending.result(), None
+            self.writer.write_table(table)
+
+    def finish(self) -> None:
+        self._drain()
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.writer.close()
         self.con.close()
 
@@ -258,6 +279,7 @@ def write_results(lines: Iterable[bytes], path: Path) -> int:
             if chunk:
                 sink.write(pa.array(chunk, type=pa.string()))
                 n += len(chunk)
+            sink.finish()
         finally:
             sink.close()
         return n
@@ -283,6 +305,7 @@ def write_results_column(lines, path: Path) -> int:
             # The same chunks as the iterator's, so the two give the same row groups.
             for i in range(0, len(arrow), CHUNK):
                 sink.write(arrow.slice(i, CHUNK))
+            sink.finish()
         finally:
             sink.close()
         return len(arrow)

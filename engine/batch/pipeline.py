@@ -44,10 +44,11 @@ import polars as pl
 from .. import __version__
 from ..classifier.modelcache import cache_directory
 from ..audit import (_NO_POLICY, _POINTS, ORDERS_KEPT, AuditConfig, AuditJudge, AuditResult, Summary,
-                     sha256_file, write_results)
+                     sha256_file)
 from ..detectors import (AttachmentsDetector, FieldDetector, LanguageMatchDetector, PriorCountDetector,
                          WindowDetector, _primary)
 from ..io import InputError
+from ..results import write_results_column
 from ..model import Outcome
 from ..timeline import in_force_on, local_noon, marketplace_zone
 from . import history
@@ -634,23 +635,8 @@ def _summarise(summary: Summary, messages, plans, vsets, inferences, policies, a
 
 
 def _write(lines: pl.Series, path: Path) -> int:
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".parquet"):
-        return write_results((s.encode() for s in lines.to_list()), path)
-    arrow = lines.to_arrow()
-    with open(path, "wb", buffering=1 << 20) as fh:
-        chunks = arrow.chunks if hasattr(arrow, "chunks") else [arrow]
-        for chunk in chunks:
-            offsets = chunk.buffers()[1]
-            data = chunk.buffers()[2]
-            import numpy as np
-
-            width = 8 if str(chunk.type) == "large_string" else 4
-            off = np.frombuffer(offsets, dtype=np.int64 if width == 8 else np.int32)
-            start = off[chunk.offset]
-            end = off[chunk.offset + len(chunk)]
-            fh.write(memoryview(data)[start:end])
-    return len(lines)
+    # JSON Lines and Parquet straight from the column's buffers; CSV goes through the lines.
+    return write_results_column(lines, path)
 
 
 __all__ = ["audit_batch", "Stages", "EVENT_FIELDS", "Outcome"]
