@@ -1,17 +1,21 @@
 """Inference stage of the batch audit: the classifier and language detection, for the
 records that lack a category, or a language that a rule in force reads.
 
-A record's inference reads that record alone, so the answers are those of
-`Judge.infer` in the streaming audit, record by record.
+The rows that need inference and the texts are chosen as `Judge.infer` chooses them,
+record by record, so the answers are the streaming audit's. Languages are detected
+in one batch call over the distinct texts; the classifier still reads one record
+at a time.
 """
 from __future__ import annotations
 
 import orjson
 import polars as pl
 
+from ..evaluate import Inference
 from ..io import to_record
 from ..model import Message
 from .decode import line_bytes
+from .texts import Views
 
 
 def message_object(loaded, pos: int, file: int, line: int) -> Message:
@@ -24,26 +28,49 @@ def message_object(loaded, pos: int, file: int, line: int) -> Message:
 
 
 def infer_missing(judge, messages, vsets, loaded):
-    """The classifier and language detection for the records that need them (Python, per record)."""
-    reads_language = [any(v.reads_language for v in vs) for vs in vsets]
-    need = messages.with_row_index("row").filter(
-        pl.col("category").is_null()
-        | (pl.col("language").is_null() & pl.col("buyer_language").is_not_null()
-           & pl.col("vset").replace_strict(dict(enumerate(reads_language)), default=False)))
+    """Category and language filled in where a record lacks them; returns the messages with
+    `category`, `language` and `candidates` (uncertain categories, "|"-joined) and the
+    Inference of each row that had one, by row."""
+    reads_language = dict(enumerate(any(v.reads_language for v in vs) for vs in vsets))
+    need_category = pl.col("category").is_null()
+    need = messages.with_row_index("row").with_columns(
+        need_category=need_category,
+        need_language=pl.col("language").is_null()
+        & (pl.col("buyer_language").is_not_null() | need_category)
+        & pl.col("vset").replace_strict(reads_language, default=False),
+    ).filter(pl.col("need_category") | pl.col("need_language"))
     inferences: dict[int, object] = {}
     if need.is_empty():
         return messages.with_columns(candidates=pl.lit("")), inferences
+
+    from ..classifier import classifier_for
+    from ..classifier.language import detect_languages
+
+    config = judge.policies.classifier
+    # Building the classifier (its vocabulary's patterns) costs a second: only when a category is missing.
+    classifier = classifier_for(judge.policies) if config is None or need["need_category"].any() else None
+    settings = config.settings.language_detection
+    languages_of = need.filter("need_language")
+    texts = Views(languages_of["subject"], languages_of["body"]).values("text")
+    detected = dict(zip(languages_of["row"].to_list(),
+                        detect_languages(texts, tuple(settings.languages), settings.min_confidence,
+                                         settings.accuracy)))
+
     categories = messages["category"].to_list()
     languages = messages["language"].to_list()
     candidates = [""] * len(messages)
-    for row, pos, file, line, vset in need.select("row", "pos", "file", "line", "vset").iter_rows():
-        message = message_object(loaded, pos, file, line)
-        effective, inference = judge.infer(message, list(vsets[vset]))
-        if inference is None:
-            continue
+    for row, pos, file, line, wants_category in need.select(
+            "row", "pos", "file", "line", "need_category").iter_rows():
+        classification = None
+        if wants_category:
+            classification = classifier.classify_message(message_object(loaded, pos, file, line))
+            if classification.confident:
+                categories[row] = classification.category
+        language = detected.get(row)
+        if language is not None and language[0] is not None:
+            languages[row] = language[0]
+        inference = Inference(classification, language, config.label, config.sources)
         inferences[row] = inference
-        categories[row] = effective.category.value if effective.category is not None else None
-        languages[row] = effective.language
         candidates[row] = "|".join(inference.uncertain_candidates)
     return messages.with_columns(category=pl.Series(categories, dtype=pl.String),
                                  language=pl.Series(languages, dtype=pl.String),

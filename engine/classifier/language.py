@@ -36,12 +36,7 @@ def preload(languages: tuple[str, ...], accuracy: str = "high") -> None:
     _detectors[(languages, accuracy)] = _build(languages, accuracy, preloaded=True)
 
 
-def detect_language(text: str, languages: tuple[str, ...], min_confidence: float,
-                    accuracy: str = "high") -> tuple[Optional[str], float]:
-    """(ISO 639-1 code or None, confidence of the best language)."""
-    if not text.strip():
-        return None, 0.0
-    values = _detector(languages, accuracy).compute_language_confidence_values(text)
+def _reading(values, min_confidence: float) -> tuple[Optional[str], float]:
     if not values:
         return None, 0.0
     best = values[0]
@@ -49,3 +44,23 @@ def detect_language(text: str, languages: tuple[str, ...], min_confidence: float
     if confidence < min_confidence:
         return None, confidence
     return best.language.iso_code_639_1.name.lower(), confidence
+
+
+def detect_language(text: str, languages: tuple[str, ...], min_confidence: float,
+                    accuracy: str = "high") -> tuple[Optional[str], float]:
+    """(ISO 639-1 code or None, confidence of the best language)."""
+    if not text.strip():
+        return None, 0.0
+    return _reading(_detector(languages, accuracy).compute_language_confidence_values(text), min_confidence)
+
+
+def detect_languages(texts: list[str], languages: tuple[str, ...], min_confidence: float,
+                     accuracy: str = "high") -> list[tuple[Optional[str], float]]:
+    """`detect_language` of each text, each distinct text once, in lingua's threads
+    (its batch call releases the GIL and uses the idle cores)."""
+    distinct = list(dict.fromkeys(t for t in texts if t.strip()))
+    found: dict[str, tuple[Optional[str], float]] = {}
+    if distinct:
+        values = _detector(languages, accuracy).compute_language_confidence_values_in_parallel(distinct)
+        found = {t: _reading(v, min_confidence) for t, v in zip(distinct, values)}
+    return [found.get(t, (None, 0.0)) for t in texts]
