@@ -539,5 +539,110 @@ def test_cases(cases, fmt, policies_dir, verbose):
     sys.exit(EXIT_FINDINGS if failed else EXIT_CLEAN)
 
 
+# ---- serve, replay (engine/serve) --------------------------------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --tokens.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--store", "store_url", metavar="URL",
+              help="History database: a SQLite path (default: under the user data directory) or postgresql://…")
+@click.option("--tokens", "tokens_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="File of salted token hashes (`msgpolicy serve token add`); without it: localhost only.")
+@click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Policy directory (default: the policies shipped with the package).")
+@click.option("--alt", "alternatives", multiple=True, metavar="NAME",
+              help="Select a recorded alternative reading for every request (repeatable).")
+@click.pass_context
+def serve(ctx, host, port, store_url, tokens_file, policies_dir, alternatives):
+    """Check messages before they are sent, over HTTP, with the history kept in a database."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .serve import StoreError, run
+    from .serve.tokens import TokenFileError
+
+    try:
+        run(host, port, store_url, tokens_file, policies_dir, alternatives)
+    except PolicyError as exc:
+        click.echo(f"policy error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except (StoreError, TokenFileError, OSError) as exc:
+        click.echo(f"serve error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@serve.group("token")
+def serve_token():
+    """Bearer tokens for `msgpolicy serve --tokens FILE`."""
+
+
+@serve_token.command("add")
+@click.argument("name")
+@click.option("--tokens", "tokens_file", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The token file (created if missing); only a salted hash is written to it.")
+def serve_token_add(name, tokens_file):
+    """Create a token named NAME: its hash goes to the file, the token is printed once."""
+    from .serve.tokens import TokenFileError, add_token
+
+    try:
+        click.echo(add_token(tokens_file, name))
+    except (TokenFileError, OSError) as exc:
+        click.echo(f"token error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--store", "store_url", metavar="URL", help="Replay the decision log of this store instead of FILE.")
+@click.option("--order-id", help="Only the decisions on this order.")
+@click.option("--since", metavar="TIMESTAMP", help="Only the decisions made at or after this UTC instant.")
+@click.option("--export", "export_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the selected decisions as JSON Lines here instead of replaying them.")
+@click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Policy directory to judge with (default: the shipped policies).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def replay(file, store_url, order_id, since, export_path, policies_dir, fmt):
+    """Judge logged decisions again (from FILE, exported JSON Lines, or --store) and report those that differ.
+
+    Exit status: 0 none differs, 1 some differ, 2 usage, input or policy error.
+    """
+    from .serve import StoreError, open_store
+    from .serve.replay import decisions_from_file, decisions_from_store, export, replay as run_replay
+
+    if (file is None) == (store_url is None):
+        raise click.UsageError("give FILE or --store, not both")
+    try:
+        if file is not None:
+            decisions = decisions_from_file(file)
+        else:
+            store = open_store(store_url)
+            decisions = decisions_from_store(store, order_id, since)
+        if export_path is not None:
+            n = export(decisions, export_path)
+            click.echo(f"{n} decision(s) written to {export_path}", err=True)
+            sys.exit(EXIT_CLEAN)
+        result = run_replay(load_policies(policies_dir), decisions)
+    except PolicyError as exc:
+        click.echo(f"policy error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except (StoreError, ValueError, OSError) as exc:
+        click.echo(f"replay error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    if fmt == "json":
+        click.echo(orjson.dumps({"replayed": result.replayed, "changed": len(result.changed),
+                                 "policy_content_changed": result.hash_changed,
+                                 "differences": result.changed}).decode())
+    else:
+        for c in result.changed:
+            then_rules = ",".join(sorted({f["rule"] for f in c["then"]["findings"]})) or "-"
+            now_rules = ",".join(sorted({f["rule"] for f in c["now"]["findings"]})) or "-"
+            click.echo(f"{c['message_id']}  request {c['request_id']}#{c['index']}  "
+                       f"{c['then']['outcome']} [{then_rules}] -> {c['now']['outcome']} [{now_rules}]")
+        click.echo(f"{result.replayed} decision(s) replayed, {len(result.changed)} would now differ, "
+                   f"{result.hash_changed} made by a policy version whose content has changed")
+    sys.exit(EXIT_FINDINGS if result.changed else EXIT_CLEAN)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,285 @@
+"""What the server does, without HTTP: judge records against the stored history, commit, log decisions.
+
+A request's messages are judged exactly as `check` judges a log made of the
+stored records that can bear on them (same buyers, same orders, the buyer
+messages they answer) followed by the request's own records, in time order.
+Nothing is cached between requests but compiled rulesets and the decision
+cache, so several server processes sharing one database agree.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+from .. import __version__
+from ..check import validate_against_policies
+from ..evaluate import Judge, time_order
+from ..facts import History
+from ..io import InputError, to_record
+from ..model import BuyerEvent, InitiatedBy, Message, Verdict, verdict_json
+from ..policyfile import PolicyError, PolicySet
+from .store import Decision, DuplicateMessage, Store, StoredRecord
+
+Record = Union[Message, BuyerEvent]
+
+
+class RequestProblem(Exception):
+    """A problem with the request: status, title, detail and the errors naming record index and field."""
+
+    def __init__(self, status: int, title: str, detail: str, errors: Optional[list[dict]] = None,
+                 type_: str = "about:blank"):
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.errors, self.type = status, title, detail, errors or [], type_
+
+
+@dataclass
+class Limits:
+    max_records: int = 1000            # per request, /v1/check and /v1/events
+    max_body_bytes: int = 8 << 20      # whole request body
+    max_text_chars: int = 100_000      # subject + body of one message
+    time_limit_s: float = 10.0         # judging one request
+
+
+def record_json(record: Record) -> dict:
+    return record.model_dump(mode="json", exclude_unset=True)
+
+
+def _kind(record: Record) -> str:
+    return "event" if isinstance(record, BuyerEvent) else "message"
+
+
+def _parse_stored(item: StoredRecord) -> Record:
+    return (BuyerEvent if item.kind == "event" else Message).model_validate(item.data)
+
+
+def _error(index: Optional[int], field_name: Optional[str], message_id: Optional[str], reason: str) -> dict:
+    return {"index": index, "field": field_name, "message_id": message_id, "reason": reason}
+
+
+class Deadline:
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+        self.seconds = seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.end:
+            raise RequestProblem(503, "Time limit exceeded",
+                                 f"judging the request took longer than {self.seconds:g} s; send fewer records")
+
+
+@dataclass
+class Outcome:
+    request_id: str
+    verdicts: list[Verdict]
+    decisions: list[Decision]
+    committed: bool
+
+
+@dataclass
+class Service:
+    policies: PolicySet
+    store: Store
+    limits: Limits = field(default_factory=Limits)
+    # The durable_rules host is single-threaded per process: every evaluation holds this lock.
+    _judge_lock: threading.Lock = field(default_factory=threading.Lock)
+    _sets: dict = field(default_factory=dict)
+    _judges: dict = field(default_factory=dict)
+
+    # -- policies -------------------------------------------------------------
+
+    def policy_set(self, alt: Sequence[str]) -> PolicySet:
+        key = tuple(alt)
+        found = self._sets.get(key)
+        if found is None:
+            if not key:
+                found = self.policies
+            else:
+                try:
+                    found = self.policies.with_changes(alternatives=key)
+                except PolicyError as exc:
+                    raise RequestProblem(422, "Unknown alternative", str(exc),
+                                         [_error(None, "alt", None, str(exc))]) from None
+            self._sets[key] = found
+        return found
+
+    def _judge_for(self, policies: PolicySet) -> Judge:
+        judge = self._judges.get(id(policies))
+        if judge is None:
+            judge = self._judges[id(policies)] = Judge(policies)
+        return judge
+
+    # -- validation -----------------------------------------------------------
+
+    def validate(self, raw: Sequence[object], policies: PolicySet, events_only: bool = False) -> list[Record]:
+        """Records from parsed JSON, or a 422 naming every bad record's index and field."""
+        if len(raw) > self.limits.max_records:
+            raise RequestProblem(413, "Too many records",
+                                 f"{len(raw)} records; at most {self.limits.max_records} per request")
+        records, errors, seen = [], [], set()
+        for index, data in enumerate(raw):
+            item = data if isinstance(data, (Message, BuyerEvent)) else to_record(data, "request", index)
+            if not isinstance(item, InputError):
+                item = validate_against_policies(item, policies, "request", index, seen)
+            if not isinstance(item, InputError) and isinstance(item, Message):
+                if len(item.subject) + len(item.body) > self.limits.max_text_chars:
+                    item = InputError("request", index, item.message_id, "body",
+                                      f"subject and body exceed {self.limits.max_text_chars} characters")
+                elif events_only and item.initiated_by is not InitiatedBy.buyer:
+                    item = InputError("request", index, item.message_id, "initiated_by",
+                                      "only buyer messages are history; check and commit seller messages "
+                                      "through /v1/check")
+            if isinstance(item, InputError):
+                errors.append(_error(index, item.field, item.message_id, item.reason))
+            else:
+                records.append(item)
+        if errors:
+            first = errors[0]
+            where = f"record {first['index']}" + (f", field '{first['field']}'" if first["field"] else "")
+            raise RequestProblem(422, "Invalid record", f"{len(errors)} invalid record(s); {where}: {first['reason']}",
+                                 errors)
+        return records
+
+    # -- judging --------------------------------------------------------------
+
+    def _judge(self, policies: PolicySet, stored: list[StoredRecord], records: list[Record], at, deadline: Deadline,
+               exclude: set[str]) -> list[tuple[int, Message, Verdict, list[dict]]]:
+        """(index in request, message, verdict, history it saw) for every message of the request."""
+        log: list[tuple[Record, Optional[int]]] = []
+        for item in stored:
+            if item.kind == "message" and item.data.get("message_id") in exclude:
+                continue  # checking again a message already recorded: it is not its own history
+            log.append((_parse_stored(item), None))
+        log.extend((r, i) for i, r in enumerate(records))
+        order = time_order((n, r) for n, (r, _) in enumerate(log))
+        by_buyer: dict[str, list[int]] = {}   # → log positions, in the order they were processed
+        by_order: dict[str, list[int]] = {}
+        by_id: dict[str, int] = {}
+        processed: dict[int, int] = {}         # log position → processing rank
+        out = []
+        with self._judge_lock:
+            judge = self._judge_for(policies)
+            judge.history = History(policies.prior_count_detectors())
+            for n, record in order:
+                index = log[n][1]
+                if isinstance(record, BuyerEvent):
+                    judge.observe(record)
+                elif index is None:
+                    judge.judge(record, at)  # history only: its verdict was given when it was sent
+                else:
+                    deadline.check()
+                    verdict = judge.judge(record, at)
+                    related = set(by_buyer.get(record.buyer_id, ())) | set(by_order.get(record.order_id, ()))
+                    if record.reply_to is not None and record.reply_to in by_id:
+                        related.add(by_id[record.reply_to])
+                    history = [{"kind": _kind(log[k][0]), "record": record_json(log[k][0])}
+                               for k in sorted(related, key=processed.__getitem__)]
+                    out.append((index, record, verdict, history))
+                if isinstance(record, Message):
+                    by_order.setdefault(record.order_id, []).append(n)
+                    by_id[record.message_id] = n
+                by_buyer.setdefault(record.buyer_id, []).append(n)
+                processed[n] = len(processed)
+        out.sort(key=lambda item: item[0])  # verdicts in request order, as `check` prints them
+        return out
+
+    def check(self, raw: Sequence[object], on: Optional[str] = None, alt: Sequence[str] = (),
+              commit: bool = False, request_id: Optional[str] = None) -> Outcome:
+        deadline = Deadline(self.limits.time_limit_s)
+        at = self.parse_on(on)
+        policies = self.policy_set(alt)
+        records = self.validate(raw, policies)
+        request_id = request_id or uuid.uuid4().hex
+        messages = [r for r in records if isinstance(r, Message)]
+        ids = [m.message_id for m in messages]
+        buyers = {r.buyer_id for r in records}
+        orders = {m.order_id for m in messages}
+        replies = {m.reply_to for m in messages if m.reply_to}
+        with self.store.transaction(write=True) as tx:
+            if commit:
+                tx.lock([f"b:{b}" for b in buyers] + [f"o:{o}" for o in orders])
+                dup = tx.existing(ids)
+                if dup:
+                    raise RequestProblem(409, "Already committed",
+                                         f"{len(dup)} message(s) already in the history: {', '.join(dup[:10])}",
+                                         [_error(ids.index(d) if d in ids else None, "message_id", d,
+                                                 "already committed") for d in dup],
+                                         type_="about:blank")
+            stored = tx.history(buyers, orders, replies)
+            judged = self._judge(policies, stored, records, at, deadline, exclude=set(ids))
+            decided_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+            decisions = [self._decision(policies, request_id, i, decided_at, m, v, h, commit, on, alt)
+                         for i, m, v, h in judged]
+            if commit:
+                tx.add_records([(_kind(r), getattr(r, "message_id", None), getattr(r, "order_id", None),
+                                 r.buyer_id, record_json(r)) for r in records], request_id)
+            tx.add_decisions(decisions)
+        return Outcome(request_id, [v for _, _, v, _ in judged], decisions, commit)
+
+    def add_events(self, raw: Sequence[object], request_id: Optional[str] = None) -> tuple[str, int]:
+        records = self.validate(raw, self.policies, events_only=True)
+        request_id = request_id or uuid.uuid4().hex
+        with self.store.transaction(write=True) as tx:
+            tx.lock([f"b:{r.buyer_id}" for r in records]
+                    + [f"o:{r.order_id}" for r in records if isinstance(r, Message)])
+            ids = [r.message_id for r in records if isinstance(r, Message)]
+            dup = tx.existing(ids)
+            if dup:
+                raise RequestProblem(409, "Already recorded",
+                                     f"{len(dup)} message(s) already in the history: {', '.join(dup[:10])}",
+                                     [_error(None, "message_id", d, "already recorded") for d in dup])
+            tx.add_records([(_kind(r), getattr(r, "message_id", None), getattr(r, "order_id", None),
+                             r.buyer_id, record_json(r)) for r in records], request_id)
+        return request_id, len(records)
+
+    def _decision(self, policies, request_id, index, decided_at, message: Message, verdict: Verdict, history,
+                  committed, on, alt) -> Decision:
+        hashes = {}
+        for ref in verdict.policies:
+            with_version = policies.version(ref.policy, ref.version)
+            hashes[f"{ref.policy}/{ref.version}"] = with_version.content_hash
+        return Decision(request_id=request_id, index=index, decided_at=decided_at, message_id=message.message_id,
+                        order_id=message.order_id, buyer_id=message.buyer_id, outcome=verdict.outcome.value,
+                        committed=committed, on=on, alt=list(alt), engine_version=__version__,
+                        policy_hashes=hashes, record=record_json(message), history=history,
+                        verdict=verdict_json(verdict))
+
+    @staticmethod
+    def parse_on(on: Optional[str]):
+        if on is None:
+            return None
+        from ..whatif import SideError, parse_when
+
+        try:
+            return parse_when(on)
+        except SideError as exc:
+            raise RequestProblem(422, "Invalid 'on'", str(exc), [_error(None, "on", None, str(exc))]) from None
+
+    # -- replay ---------------------------------------------------------------
+
+    def rejudge(self, decision: Decision) -> Verdict:
+        """The decision's record judged again, with the history it saw, by the policies loaded now."""
+        policies = self.policy_set(decision.alt)
+        history = [(BuyerEvent if h["kind"] == "event" else Message).model_validate(h["record"])
+                   for h in decision.history]
+        message = Message.model_validate(decision.record)
+        at = self.parse_on(decision.on)
+        with self._judge_lock:
+            judge = self._judge_for(policies)
+            judge.history = History(policies.prior_count_detectors())
+            verdict = None
+            for n, record in time_order(enumerate([*history, message])):
+                if isinstance(record, BuyerEvent):
+                    judge.observe(record)
+                elif n == len(history):
+                    verdict = judge.judge(record, at)
+                else:
+                    judge.judge(record, at)
+        assert verdict is not None
+        return verdict
+
+
+__all__ = ["Service", "Limits", "RequestProblem", "Outcome", "DuplicateMessage"]
