@@ -2,7 +2,8 @@
 
 PostgreSQL tests run against a real server: MSGPOLICY_TEST_POSTGRES (default
 postgresql://postgres:postgres@127.0.0.1:5432/postgres), each test in a database
-of its own. Unreachable: the tests skip with the reason, but fail under CI=true.
+of its own. Unreachable: the tests skip with the reason, but fail under CI=true
+(or MSGPOLICY_REQUIRE_POSTGRES, which .ci/run sets).
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def _pg_admin():
         return psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
         reason = f"PostgreSQL not reachable at {PG_URL}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason + " (CI=true: the PostgreSQL tests must run)")
+        if os.environ.get("CI", "").lower() == "true" or os.environ.get("MSGPOLICY_REQUIRE_POSTGRES"):
+            pytest.fail(reason + " (CI: the PostgreSQL tests must run, not skip)")
         pytest.skip(reason)
 
 
