@@ -119,7 +119,7 @@ def duckdb_peer(log: Path, tmp: Path) -> dict:
     return run
 
 
-def audit(log: Path, tmp: Path, jobs: int, results_format: str, engine: str = "stream") -> dict:
+def audit(log: Path, tmp: Path, jobs: int, results_format: str, engine: str = "auto") -> dict:
     stages, summary = tmp / "stages.json", tmp / "summary.json"
     stages.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "engine.cli", "audit", str(log), "--jobs", str(jobs), "--engine", engine,
@@ -200,7 +200,7 @@ def main() -> int:
     ap.add_argument("--lines", type=int, default=1_000_000, help="lines to generate without LOG (default 1M)")
     ap.add_argument("--seed", type=int, default=1, help="generator seed without LOG")
     ap.add_argument("--jobs", type=int, default=2, help="passed to msgpolicy audit / diff")
-    ap.add_argument("--engine", choices=("stream", "batch"), default="stream", help="passed to msgpolicy audit")
+    ap.add_argument("--engine", choices=("auto", "stream", "batch"), default="auto", help="passed to msgpolicy audit")
     ap.add_argument("--results-format", choices=("parquet", "jsonl"), default="parquet")
     ap.add_argument("--raw", action="store_true", help="also audit a copy without categories")
     ap.add_argument("--diff", action="store_true", help="also time msgpolicy diff")

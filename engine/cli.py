@@ -280,10 +280,12 @@ def schema():
 @click.option("--sensitivity", is_flag=True,
               help="Also audit under each recorded alternative and flag the messages whose verdict "
                    "depends on a disputed point, with both verdicts (adds a section to the report).")
-@click.option("--engine", "engine_name", type=click.Choice(["stream", "batch"]), default="stream",
+@click.option("--engine", "engine_name", type=click.Choice(["auto", "stream", "batch"]), default="auto",
               show_default=True,
-              help="stream: records one by one over --jobs workers; batch: the log as columns, its buyers "
-                   "split over --jobs processes (faster on large JSON Lines logs; the same results).")
+              help="batch: the log as columns, its buyers split over --jobs processes (several times faster; "
+                   "memory grows with the log); stream: records one by one over --jobs workers (memory bounded "
+                   "by the active history); auto: batch for JSON Lines logs from 8 MiB up to what the "
+                   "available memory holds, stream otherwise. The same results either way.")
 @map_option
 def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, sensitivity,
           engine_name, map_file):
