@@ -20,17 +20,21 @@ def is_loopback(host: str) -> bool:
 
 
 def build(store_url: Optional[str], policies_dir: Optional[Path] = None, alternatives: Sequence[str] = (),
-          tokens_file: Optional[Path] = None, limits: Optional[Limits] = None):
-    """(app, service): policies loaded, store opened and migrated, tokens read."""
+          tokens_file: Optional[Path] = None, limits: Optional[Limits] = None, policies=None, warm: bool = False):
+    """(app, service): policies loaded (unless given), store opened and migrated, tokens read;
+    `warm`: rulesets compiled and the classifier loaded before the first request."""
     from ..policyfile import load_policies
     from .app import create_app
     from .tokens import load_tokens
 
-    policies = load_policies(policies_dir, alternatives=alternatives)
+    if policies is None:
+        policies = load_policies(policies_dir, alternatives=alternatives)
     store = open_store(store_url)
     store.migrate()
     tokens = load_tokens(tokens_file) if tokens_file is not None else None
     service = Service(policies, store, limits or Limits())
+    if warm:
+        service.warm()
     return create_app(service, tokens), service
 
 
@@ -41,7 +45,7 @@ def run(host: str, port: int, store_url: Optional[str], tokens_file: Optional[Pa
     if tokens_file is None and not is_loopback(host):
         raise SystemExit(f"serve: refusing to listen on {host} without --tokens: "
                          "with no token file the server serves localhost only")
-    app, service = build(store_url, policies_dir, alternatives, tokens_file)
+    app, service = build(store_url, policies_dir, alternatives, tokens_file, warm=True)
     where = service.store.url if service.store.dialect == "sqlite" else _redact(service.store.url)
     print(f"msgpolicy serve: store {service.store.dialect} {where}", file=sys.stderr)
     if tokens_file is None:

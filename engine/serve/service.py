@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 
 from .. import __version__
 from ..check import validate_against_policies
+from ..compile import compiled
 from ..evaluate import Judge, time_order
 from ..facts import History
 from ..io import InputError, to_record
@@ -105,6 +106,20 @@ class Service:
                                          [_error(None, "alt", None, str(exc))]) from None
             self._sets[key] = found
         return found
+
+    def warm(self) -> None:
+        """Load what the first request would otherwise wait for: the rulesets and the classifier."""
+        from ..model import Message as _M
+
+        probe = _M(message_id="warm-up", order_id="0", buyer_id="0", sent_at=dt.datetime.now(dt.timezone.utc),
+                   body="Where is my parcel?", buyer_language="en")
+        with self._judge_lock:
+            judge = self._judge_for(self.policies)
+            judge.history = History(self.policies.prior_count_detectors())
+            for version in self.policies.all_versions():
+                compiled(version)
+            if self.policies.classifier is not None:
+                judge.judge(probe, record=False)
 
     def _judge_for(self, policies: PolicySet) -> Judge:
         judge = self._judges.get(id(policies))
@@ -198,25 +213,34 @@ class Service:
         buyers = {r.buyer_id for r in records}
         orders = {m.order_id for m in messages}
         replies = {m.reply_to for m in messages if m.reply_to}
-        with self.store.transaction(write=True) as tx:
-            if commit:
+        def decide(stored):
+            judged = self._judge(policies, stored, records, at, deadline, exclude=set(ids))
+            decided_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+            return judged, [self._decision(policies, request_id, i, decided_at, m, v, h, commit, on, alt)
+                            for i, m, v, h in judged]
+
+        if commit:
+            # One transaction: the history read, the verdicts and the insert cannot interleave with
+            # another commit to the same buyer or order (SQLite: one writer; PostgreSQL: advisory locks).
+            with self.store.transaction(write=True) as tx:
                 tx.lock([f"b:{b}" for b in buyers] + [f"o:{o}" for o in orders])
                 dup = tx.existing(ids)
                 if dup:
                     raise RequestProblem(409, "Already committed",
                                          f"{len(dup)} message(s) already in the history: {', '.join(dup[:10])}",
                                          [_error(ids.index(d) if d in ids else None, "message_id", d,
-                                                 "already committed") for d in dup],
-                                         type_="about:blank")
-            stored = tx.history(buyers, orders, replies)
-            judged = self._judge(policies, stored, records, at, deadline, exclude=set(ids))
-            decided_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-            decisions = [self._decision(policies, request_id, i, decided_at, m, v, h, commit, on, alt)
-                         for i, m, v, h in judged]
-            if commit:
+                                                 "already committed") for d in dup])
+                judged, decisions = decide(tx.history(buyers, orders, replies))
                 tx.add_records([(_kind(r), getattr(r, "message_id", None), getattr(r, "order_id", None),
                                  r.buyer_id, record_json(r)) for r in records], request_id)
-            tx.add_decisions(decisions)
+                tx.add_decisions(decisions)
+        else:
+            # A check alone holds no write lock while it judges; its decisions are logged afterwards.
+            with self.store.transaction() as tx:
+                stored = tx.history(buyers, orders, replies)
+            judged, decisions = decide(stored)
+            with self.store.transaction(write=True) as tx:
+                tx.add_decisions(decisions)
         return Outcome(request_id, [v for _, _, v, _ in judged], decisions, commit)
 
     def add_events(self, raw: Sequence[object], request_id: Optional[str] = None) -> tuple[str, int]:

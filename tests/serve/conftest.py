@@ -108,7 +108,7 @@ class ServerProcess:
         self.proc = None
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 240.0) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.log = open(self.tmp / f"server-{self.port}-{time.time_ns()}.log", "wb")
         self.proc = subprocess.Popen(
