@@ -108,8 +108,15 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
         cfg.started = dt.datetime.now(dt.timezone.utc).timestamp()
     jobs = max(1, int(cfg.jobs))
     hashes_out: dict = {}
-    hasher = threading.Thread(target=lambda: hashes_out.update({str(p): sha256_file(p) for p in cfg.paths}),
-                              daemon=True)
+
+    def digests() -> None:
+        for p in cfg.paths:
+            try:
+                hashes_out[str(p)] = sha256_file(p)
+            except OSError:
+                return  # the reader names the file that cannot be read
+
+    hasher = threading.Thread(target=digests, daemon=True)
     hasher.start()  # hashlib releases the GIL: the inputs' digests come for free beside the audit
     if jobs == 1:
         prepared = _prepare(policies, cfg)
@@ -146,7 +153,7 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
         "policies": dict(sorted(summary.versions_used.items())),
         "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
         "alternatives": list(getattr(policies, "alternatives", ()) or ()),
-        "inputs": {str(p): hashes_out[str(p)] for p in cfg.paths},
+        "inputs": {str(p): hashes_out.get(str(p)) for p in cfg.paths},
         "evaluated_on": cfg.at.isoformat() if cfg.at is not None else None,
         "jobs": jobs, "audit_engine": "batch", "history_days": cfg.history_days,
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -163,32 +170,38 @@ def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[
     (engine.batch.worker), not forks: polars' and DuckDB's thread pools do not survive a
     fork (a forked child's first parallel query waits forever), and multiprocessing's spawn
     would re-run the caller's main script. A share travels as Arrow IPC files."""
-    prepared = _prepare(policies, cfg)
-    stages.mark("read+validate")
     with tempfile.TemporaryDirectory(prefix="msgpolicy-batch-") as tmp:
         folder = Path(tmp)
-        prepared.answered.write_ipc(folder / "answered.arrow")
-        bulk_files = [(file, base, str(cfg.paths[file])) for file, (base, _, _) in
-                      zip(sorted(prepared.loaded.raw), prepared.loaded.objects.files)]
-        mine = pl.col("buyer_id").hash(seed=0) % jobs
-        messages = prepared.messages.with_columns(owner=mine).partition_by("owner", as_dict=True, include_key=False)
-        events = prepared.events.with_columns(owner=mine).partition_by("owner", as_dict=True, include_key=False)
+        # Started first, so that their interpreters start and import while the log is read;
+        # each waits for its "go" line (end of input: the audit was abandoned).
         procs = []
         for w in range(jobs):
-            own = messages.get((w,), prepared.messages.clear())
-            own.write_ipc(folder / f"messages.{w}.arrow")
-            events.get((w,), prepared.events.clear()).write_ipc(folder / f"events.{w}.arrow")
-            positions = set(own["pos"].to_list())
-            # Records validated one by one travel as objects; bulk rows are re-read from their line.
-            objects = {pos: m for pos, m in dict.items(prepared.loaded.objects) if pos in positions}
-            counts = (prepared.loaded.read, prepared.loaded.blank) if w == 0 else (0, 0)
-            rejects = [r for r in prepared.rejects if r[0] % jobs == w]
-            (folder / f"task.{w}").write_bytes(pickle.dumps((policies, cfg, rejects, objects, bulk_files, counts)))
             with open(folder / f"stderr.{w}", "wb") as err:  # a file: a full pipe would stall the worker
                 procs.append(subprocess.Popen([sys.executable, "-m", "engine.batch.worker", str(folder), str(w)],
-                                              stderr=err))
-        del prepared, messages, events
+                                              stdin=subprocess.PIPE, stderr=err))
         try:
+            prepared = _prepare(policies, cfg)
+            stages.mark("read+validate")
+            prepared.answered.write_ipc(folder / "answered.arrow")
+            bulk_files = [(file, base, str(cfg.paths[file])) for file, (base, _, _) in
+                          zip(sorted(prepared.loaded.raw), prepared.loaded.objects.files)]
+            mine = pl.col("buyer_id").hash(seed=0) % jobs
+            messages = prepared.messages.with_columns(owner=mine).partition_by("owner", as_dict=True,
+                                                                               include_key=False)
+            events = prepared.events.with_columns(owner=mine).partition_by("owner", as_dict=True, include_key=False)
+            for w, proc in enumerate(procs):
+                own = messages.get((w,), prepared.messages.clear())
+                own.write_ipc(folder / f"messages.{w}.arrow")
+                events.get((w,), prepared.events.clear()).write_ipc(folder / f"events.{w}.arrow")
+                positions = set(own["pos"].to_list())
+                # Records validated one by one travel as objects; bulk rows are re-read from their line.
+                objects = {pos: m for pos, m in dict.items(prepared.loaded.objects) if pos in positions}
+                counts = (prepared.loaded.read, prepared.loaded.blank) if w == 0 else (0, 0)
+                rejects = [r for r in prepared.rejects if r[0] % jobs == w]
+                (folder / f"task.{w}").write_bytes(pickle.dumps((policies, cfg, rejects, objects, bulk_files,
+                                                                 counts)))
+                _tell(proc, b"go\n")
+            del prepared, messages, events
             failures = []
             for w, proc in enumerate(procs):
                 if proc.wait() != 0:
@@ -197,15 +210,28 @@ def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[
             if failures:
                 raise RuntimeError("batch audit worker failed: " + "\n".join(failures))
         finally:
-            for proc in procs:
+            for proc in procs:  # only after a failure is any still running: stopped, never waited for
+                _tell(proc, b"")
                 if proc.poll() is None:
                     proc.kill()
-                    proc.wait()
+                proc.wait()
         shares = []
         for w in range(jobs):
             summary, rejects, seconds = pickle.loads((folder / f"share.{w}").read_bytes())
             shares.append(_Share(summary, pl.read_ipc(folder / f"lines.{w}.arrow"), rejects, seconds))
     return shares
+
+
+def _tell(proc: subprocess.Popen, line: bytes) -> None:
+    """Write a line to a waiting worker and close its input (once)."""
+    if proc.stdin is None or proc.stdin.closed:
+        return
+    try:
+        if line:
+            proc.stdin.write(line)
+        proc.stdin.close()
+    except OSError:
+        pass  # it has already gone; its exit code tells why
 
 
 def run_share(folder: Path, worker: int) -> None:

@@ -8,4 +8,7 @@ from pathlib import Path
 from .pipeline import run_share
 
 if __name__ == "__main__":
-    run_share(Path(sys.argv[1]), int(sys.argv[2]))
+    # Started while the parent still reads the log, so the imports above overlap its read.
+    # "go": the task files are written; end of input: the audit was abandoned.
+    if sys.stdin.readline().strip() == "go":
+        run_share(Path(sys.argv[1]), int(sys.argv[2]))

@@ -200,3 +200,29 @@ def test_batch_writes_typed_parquet_and_csv_results_as_the_stream_does(policies,
         assert stream.num_rows > 2500
         assert batch.schema == stream.schema
         assert batch.equals(stream)
+
+
+def _children() -> set[int]:
+    import os
+
+    found = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as fh:
+            found |= {int(p) for p in fh.read().split()}
+    return {p for p in found if os.path.exists(f"/proc/{p}") and
+            open(f"/proc/{p}/stat").read().split()[2] != "Z"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process table from /proc")
+def test_batch_workers_started_before_the_read_leave_when_the_read_fails(policies, tmp_path):
+    """The workers start while the parent reads the log; when the read fails they are told
+    to leave (or stopped), never left waiting."""
+    import time
+
+    before = _children()
+    with pytest.raises(OSError):
+        audit(policies, AuditConfig(paths=[tmp_path / "missing.jsonl"], jobs=2, engine="batch"))
+    deadline = time.monotonic() + 10
+    while _children() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _children() - before
