@@ -55,6 +55,7 @@ def run(host: str, port: int, store_url: Optional[str], tokens_file: Optional[Pa
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     finally:
+        service.close()
         service.store.close()
 
 

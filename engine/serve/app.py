@@ -162,13 +162,16 @@ def _json(data, status: int = 200, headers: Optional[dict] = None) -> Response:
 
 
 def _problem(status: int, title: str, detail: str, request: Optional[Request] = None, errors=None,
-             type_: str = "about:blank", headers: Optional[dict] = None) -> Response:
+             type_: str = "about:blank", headers: Optional[dict] = None, path: Optional[str] = None,
+             request_id: Optional[str] = None) -> Response:
     body = {"type": type_, "title": title, "status": status, "detail": detail}
     if request is not None:
-        body["instance"] = request.url.path
-        rid = getattr(request.state, "request_id", None)
-        if rid:
-            body["request_id"] = rid
+        path = request.url.path
+        request_id = getattr(request.state, "request_id", None)
+    if path is not None:
+        body["instance"] = path
+    if request_id:
+        body["request_id"] = request_id
     body["errors"] = errors or []
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
 
@@ -198,41 +201,60 @@ def create_app(service: Service, tokens: Optional[list[TokenEntry]] = None) -> F
 
     # -- middleware: request id, limits, auth, metrics ---------------------------------
 
-    @app.middleware("http")
-    async def frame(request: Request, call_next):
-        start = time.perf_counter()
-        rid = request.headers.get("x-request-id")
-        request.state.request_id = rid if rid and _REQUEST_ID.match(rid) else uuid.uuid4().hex
-        path = request.url.path
-        response = None
-        try:
-            protected = path.startswith("/v1/") or path == "/metrics"
-            if protected:
+    class Frame:
+        """Request id, auth, the body size limit and metrics around every request (plain ASGI:
+        Starlette's BaseHTTPMiddleware costs about a millisecond a request)."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            start = time.perf_counter()
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+            rid = headers.get("x-request-id")
+            rid = rid if rid and _REQUEST_ID.match(rid) else uuid.uuid4().hex
+            scope.setdefault("state", {})["request_id"] = rid
+            path = scope.get("path", "")
+            state = {"status": 500, "started": False}
+
+            async def send_framed(message):
+                if message["type"] == "http.response.start":
+                    state["status"], state["started"] = message["status"], True
+                    message = dict(message, headers=[*message.get("headers", ()), (b"x-request-id", rid.encode())])
+                await send(message)
+
+            refusal = None
+            if path.startswith("/v1/") or path == "/metrics":
                 if tokens is None:
-                    if not _is_local(request.client.host if request.client else None):
-                        response = _problem(403, "Forbidden", "this server has no token file and serves "
-                                            "localhost only", request)
+                    client = scope.get("client")
+                    if not _is_local(client[0] if client else None):
+                        refusal = _problem(403, "Forbidden", "this server has no token file and serves localhost only",
+                                           path=path, request_id=rid)
                 else:
-                    header = request.headers.get("authorization", "")
-                    scheme, _, token = header.partition(" ")
+                    scheme, _, token = headers.get("authorization", "").partition(" ")
                     if scheme.lower() != "bearer" or verify(tokens, token.strip()) is None:
-                        response = _problem(401, "Unauthorized", "a valid bearer token is required", request,
-                                            headers={"WWW-Authenticate": 'Bearer realm="msgpolicy"'})
-            if response is None:
-                length = request.headers.get("content-length")
-                if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-                    response = _problem(413, "Request too large",
-                                        f"the body is {length} bytes; at most {limits.max_body_bytes}", request)
-            if response is None:
-                response = await call_next(request)
-        except Exception:  # noqa: BLE001 - a traceback goes to the log, never to the client
-            log.exception("unhandled error on %s %s", request.method, path)
-            response = _problem(500, "Internal error", "the server failed; the request id is in the log", request)
-        response.headers["X-Request-Id"] = request.state.request_id
-        route = request.scope.get("route")
-        metrics.observe_request(request.method, getattr(route, "path", "unmatched"), response.status_code,
-                                time.perf_counter() - start)
-        return response
+                        refusal = _problem(401, "Unauthorized", "a valid bearer token is required", path=path,
+                                           request_id=rid, headers={"WWW-Authenticate": 'Bearer realm="msgpolicy"'})
+            length = headers.get("content-length")
+            if refusal is None and length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+                refusal = _problem(413, "Request too large",
+                                   f"the body is {length} bytes; at most {limits.max_body_bytes}", path=path, request_id=rid)
+            try:
+                if refusal is not None:
+                    await refusal(scope, receive, send_framed)
+                else:
+                    await self.inner(scope, receive, send_framed)
+            except Exception:  # noqa: BLE001 - a traceback goes to the log, never to the client
+                log.exception("unhandled error on %s %s", scope.get("method"), path)
+                if not state["started"]:
+                    await _problem(500, "Internal error", "the server failed; the request id is in the log",
+                                   path=path, request_id=rid)(scope, receive, send_framed)
+            finally:
+                route = scope.get("route")
+                metrics.observe_request(scope.get("method", ""), getattr(route, "path", "unmatched"), state["status"],
+                                        time.perf_counter() - start)
 
     # -- errors ------------------------------------------------------------------------
 
@@ -374,6 +396,7 @@ def create_app(service: Service, tokens: Optional[list[TokenEntry]] = None) -> F
             raise RequestProblem(422, "Invalid request", "since: give a UTC offset",
                                  [{"index": None, "field": "since", "message_id": None, "reason": "no UTC offset"}])
         since_text = since.astimezone(dt.timezone.utc).isoformat(timespec="microseconds") if since else None
+        service.flush()  # the decisions of checks just answered are still being written
         with service.store.transaction() as tx:
             rows = tx.decisions(order_id, since_text, limit, after)
         items = [{"id": i, **d.as_json()} for i, d in rows]
@@ -421,4 +444,5 @@ def create_app(service: Service, tokens: Optional[list[TokenEntry]] = None) -> F
         return doc
 
     app.openapi = openapi
+    app.add_middleware(Frame)
     return app

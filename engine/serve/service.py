@@ -89,6 +89,28 @@ class Service:
     _judge_lock: threading.Lock = field(default_factory=threading.Lock)
     _sets: dict = field(default_factory=dict)
     _judges: dict = field(default_factory=dict)
+    _detectors: dict = field(default_factory=dict)
+    _log: Optional["DecisionWriter"] = None
+
+    def __post_init__(self):
+        if self.store is not None:
+            self._log = DecisionWriter(self.store)
+
+    def _fresh_history(self, policies: PolicySet) -> History:
+        found = self._detectors.get(id(policies))
+        if found is None:
+            found = self._detectors[id(policies)] = policies.prior_count_detectors()
+        return History(found)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until the decisions of earlier checks are in the store."""
+        if self._log is not None:
+            self._log.flush(timeout)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     # -- policies -------------------------------------------------------------
 
@@ -115,7 +137,7 @@ class Service:
                    body="Where is my parcel?", buyer_language="en")
         with self._judge_lock:
             judge = self._judge_for(self.policies)
-            judge.history = History(self.policies.prior_count_detectors())
+            judge.history = self._fresh_history(self.policies)
             for version in self.policies.all_versions():
                 compiled(version)
             if self.policies.classifier is not None:
@@ -177,7 +199,7 @@ class Service:
         out = []
         with self._judge_lock:
             judge = self._judge_for(policies)
-            judge.history = History(policies.prior_count_detectors())
+            judge.history = self._fresh_history(policies)
             for n, record in order:
                 index = log[n][1]
                 if isinstance(record, BuyerEvent):
@@ -235,12 +257,12 @@ class Service:
                                  r.buyer_id, record_json(r)) for r in records], request_id)
                 tx.add_decisions(decisions)
         else:
-            # A check alone holds no write lock while it judges; its decisions are logged afterwards.
+            # A check alone holds no write lock; its decisions are logged a moment later, in batches
+            # (one transaction and one sync for many checks), by the writer thread.
             with self.store.transaction() as tx:
                 stored = tx.history(buyers, orders, replies)
             judged, decisions = decide(stored)
-            with self.store.transaction(write=True) as tx:
-                tx.add_decisions(decisions)
+            self._log.put(decisions)
         return Outcome(request_id, [v for _, _, v, _ in judged], decisions, commit)
 
     def add_events(self, raw: Sequence[object], request_id: Optional[str] = None) -> tuple[str, int]:
@@ -293,7 +315,7 @@ class Service:
         at = self.parse_on(decision.on)
         with self._judge_lock:
             judge = self._judge_for(policies)
-            judge.history = History(policies.prior_count_detectors())
+            judge.history = self._fresh_history(policies)
             verdict = None
             for n, record in time_order(enumerate([*history, message])):
                 if isinstance(record, BuyerEvent):
@@ -304,6 +326,70 @@ class Service:
                     judge.judge(record, at)
         assert verdict is not None
         return verdict
+
+
+class DecisionWriter:
+    """A thread that writes the decisions of checks without commit, many per transaction."""
+
+    BATCH = 2000
+
+    def __init__(self, store: Store):
+        import queue
+
+        self.store = store
+        self.queue: "queue.Queue" = queue.Queue()
+        self.pending = 0
+        self.errors = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="msgpolicy-decisions", daemon=True)
+        self._thread.start()
+
+    def put(self, decisions: list[Decision]) -> None:
+        if not decisions:
+            return
+        with self._cond:
+            self.pending += 1
+        self.queue.put(decisions)
+
+    def _run(self) -> None:
+        import logging
+        import queue
+
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            batch, taken, stop = list(item), 1, False
+            while len(batch) < self.BATCH:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.extend(more)
+                taken += 1
+            try:
+                with self.store.transaction(write=True) as tx:
+                    tx.add_decisions(batch)
+            except Exception:  # noqa: BLE001 - a lost log entry must not stop the server
+                self.errors += 1
+                logging.getLogger("msgpolicy.serve").exception("decision log: %d decision(s) not written", len(batch))
+            with self._cond:
+                self.pending -= taken
+                self._cond.notify_all()
+            if stop:
+                return
+
+    def flush(self, timeout: float = 30.0) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.pending == 0, timeout=timeout)
+
+    def close(self) -> None:
+        self.flush()
+        self.queue.put(None)
+        self._thread.join(timeout=30)
 
 
 __all__ = ["Service", "Limits", "RequestProblem", "Outcome", "DuplicateMessage"]

@@ -281,6 +281,7 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._write_lock = threading.Lock()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -297,6 +298,18 @@ class SQLiteStore(Store):
 
     @contextlib.contextmanager
     def transaction(self, write: bool = False) -> Iterator[Transaction]:
+        # One writer at a time in this process: threads queue on a lock instead of in
+        # SQLite's busy handler, which sleeps in steps of up to 100 ms.
+        if write:
+            with self._write_lock:
+                with self._transaction(True) as tx:
+                    yield tx
+        else:
+            with self._transaction(False) as tx:
+                yield tx
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool) -> Iterator[Transaction]:
         try:
             conn = self._conn()
             # IMMEDIATE takes the write lock up front: the history read and the insert are one step.

@@ -85,6 +85,7 @@ def make_client(store_url):
     yield make
     for client, service in opened:
         client.__exit__(None, None, None)
+        service.close()
         service.store.close()
 
 

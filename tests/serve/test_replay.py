@@ -23,6 +23,7 @@ def _traffic(client):
     assert client.post("/v1/check", json={"record": t, "alt": ["important-from-2017-05-16"]}).status_code == 200
     for mid, day in (("RR1", 5), ("RR2", 9)):
         assert client.post("/v1/check", json={"record": review(mid, day), "commit": True}).status_code == 200
+    client.service.flush()  # decisions of checks without commit are written by a background thread
 
 
 def _changed_policies(tmp_path):

@@ -50,4 +50,5 @@ def test_operation(store_url, operation, mode, policies):
               f"{dict(sorted((s, calls.count(s)) for s in set(calls)))}")
         assert calls
     finally:
+        service.close()
         service.store.close()
