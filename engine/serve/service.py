@@ -22,7 +22,9 @@ from ..evaluate import Judge, time_order
 from ..facts import History
 from ..io import InputError, to_record
 from ..model import BuyerEvent, InitiatedBy, Message, Verdict, verdict_json
+from ..model import Outcome as VerdictOutcome
 from ..policyfile import PolicyError, PolicySet
+from ..timeline import in_force
 from .store import Decision, DuplicateMessage, Store, StoredRecord
 
 Record = Union[Message, BuyerEvent]
@@ -90,6 +92,7 @@ class Service:
     _sets: dict = field(default_factory=dict)
     _judges: dict = field(default_factory=dict)
     _detectors: dict = field(default_factory=dict)
+    _verdicts: dict = field(default_factory=dict)
     _log: Optional["DecisionWriter"] = None
 
     def __post_init__(self):
@@ -143,6 +146,39 @@ class Service:
             if self.policies.classifier is not None:
                 judge.judge(probe, record=False)
 
+    VERDICT_CACHE_MAX = 50_000
+
+    def _verdict(self, judge: Judge, policies: PolicySet, message: Message, at) -> Verdict:
+        """`Judge.judge`, with verdicts cached by what they depend on: the versions in force and each
+        one's facts and quoted spans (records whose category or language is inferred are not cached,
+        their notes depend on the text). The differential tests hold this to `check`."""
+        instant = judge.instant_for(message, at)
+        versions = in_force(policies, instant, message.marketplace)
+        effective, inference = judge.infer(message, versions)
+        try:
+            if not versions:
+                return Verdict(message_id=message.message_id, evaluated_at=instant,
+                               outcome=VerdictOutcome.no_policy, policies=[], findings=[])
+            per_version = judge.facts(effective, versions)
+            if inference is not None:
+                return judge.decide(effective, instant, versions, per_version, inference)
+            key = tuple((v.content_hash, tuple(f.values.items()), tuple(f.spans.items())) for v, f in per_version)
+            cached = self._verdicts.get(key)
+            if cached is None:
+                if len(self._verdicts) >= self.VERDICT_CACHE_MAX:
+                    self._verdicts.clear()
+                cached = self._verdicts[key] = judge.decide(effective, instant, versions, per_version)
+            return cached.model_copy(update={"message_id": message.message_id, "evaluated_at": instant})
+        finally:
+            judge.history.record(effective, inference.uncertain_candidates if inference else ())
+
+    @staticmethod
+    def _remember(judge: Judge, policies: PolicySet, message: Message, at) -> None:
+        """What `Judge.judge` records of a message, without judging it: its verdict was given when it was sent."""
+        versions = in_force(policies, judge.instant_for(message, at), message.marketplace)
+        effective, inference = judge.infer(message, versions)
+        judge.history.record(effective, inference.uncertain_candidates if inference else ())
+
     def _judge_for(self, policies: PolicySet) -> Judge:
         judge = self._judges.get(id(policies))
         if judge is None:
@@ -186,11 +222,20 @@ class Service:
                exclude: set[str]) -> list[tuple[int, Message, Verdict, list[dict]]]:
         """(index in request, message, verdict, history it saw) for every message of the request."""
         log: list[tuple[Record, Optional[int]]] = []
+        as_json: list[Optional[dict]] = []   # each record as the decision log keeps it, made once
         for item in stored:
             if item.kind == "message" and item.data.get("message_id") in exclude:
                 continue  # checking again a message already recorded: it is not its own history
             log.append((_parse_stored(item), None))
+            as_json.append(item.data)
         log.extend((r, i) for i, r in enumerate(records))
+        as_json.extend(None for _ in records)
+
+        def json_of(k: int) -> dict:
+            if as_json[k] is None:
+                as_json[k] = record_json(log[k][0])
+            return as_json[k]
+
         order = time_order((n, r) for n, (r, _) in enumerate(log))
         by_buyer: dict[str, list[int]] = {}   # → log positions, in the order they were processed
         by_order: dict[str, list[int]] = {}
@@ -205,14 +250,14 @@ class Service:
                 if isinstance(record, BuyerEvent):
                     judge.observe(record)
                 elif index is None:
-                    judge.judge(record, at)  # history only: its verdict was given when it was sent
+                    self._remember(judge, policies, record, at)
                 else:
                     deadline.check()
-                    verdict = judge.judge(record, at)
+                    verdict = self._verdict(judge, policies, record, at)
                     related = set(by_buyer.get(record.buyer_id, ())) | set(by_order.get(record.order_id, ()))
                     if record.reply_to is not None and record.reply_to in by_id:
                         related.add(by_id[record.reply_to])
-                    history = [{"kind": _kind(log[k][0]), "record": record_json(log[k][0])}
+                    history = [{"kind": _kind(log[k][0]), "record": json_of(k)}
                                for k in sorted(related, key=processed.__getitem__)]
                     out.append((index, record, verdict, history))
                 if isinstance(record, Message):
@@ -323,7 +368,7 @@ class Service:
                 elif n == len(history):
                     verdict = judge.judge(record, at)
                 else:
-                    judge.judge(record, at)
+                    self._remember(judge, policies, record, at)
         assert verdict is not None
         return verdict
 
