@@ -22,6 +22,7 @@ Development data: every corpus classifier.yaml trains the model on
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import time
@@ -33,29 +34,15 @@ sys.path.insert(0, str(ROOT))
 
 from engine import load_policies  # noqa: E402
 from engine.classifier import Classifier, ClassifierInput, classifier_for  # noqa: E402
-from engine.classifier.statistical import CATEGORIES, NgramModel, read_corpus  # noqa: E402
+from engine.classifier.statistical import CATEGORIES, NgramModel, fold_of, read_corpus  # noqa: E402
 
 CLASSIFIER = ROOT / "policies" / "classifier"
 CORPUS = CLASSIFIER / "labelled_corpus.jsonl"
 
 
 def folds(rows: list[dict], k: int, seed: int) -> list[int]:
-    """Fold of each row: stratified by (category, language), deterministic."""
-    import random
-
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        groups[(r["category"], r.get("language") or "?")].append(i)
-    fold = [0] * len(rows)
-    rng = random.Random(seed)
-    offset = 0
-    for key in sorted(groups):
-        members = groups[key]
-        rng.shuffle(members)
-        for j, i in enumerate(members):
-            fold[i] = (offset + j) % k
-        offset += len(members)
-    return fold
+    """Fold of each row: stratified by (category, language), deterministic (the calibration's folds at seed 0)."""
+    return fold_of(rows, k, seed)
 
 
 def metrics(truth: list[str], pred: list[str]) -> dict:
@@ -77,16 +64,22 @@ def metrics(truth: list[str], pred: list[str]) -> dict:
 
 
 def decided(truth: list[str], results) -> dict:
-    """The safety figures: how often the engine decides, how often a decided category is
-    wrong, and how often an uncertain message keeps its true category among the candidates."""
+    """The candidate sets' figures: coverage (the true category in the set), mean set size,
+    how often the set is one category (decided) and how often a decided category is right."""
     n = len(results)
     conf = [(t, c) for t, c in zip(truth, results) if c.confident]
     unsure = [(t, c) for t, c in zip(truth, results) if not c.confident]
-    covered = sum(t in {name for name, _ in c.candidates} for t, c in unsure)
-    return {"confident": len(conf), "confident_share": len(conf) / n if n else 0.0,
-            "confident_wrong": sum(t != c.category for t, c in conf),
-            "confident_wrong_ids": [], "uncertain": len(unsure), "uncertain_truth_in_candidates": covered,
-            "truth_in_candidates_rate": covered / len(unsure) if unsure else 1.0,
+    def members(c):  # the set a verdict is judged under: the decided category, or the candidates
+        return {c.category} if c.confident else {name for name, _ in c.candidates}
+
+    covered = sum(t in members(c) for t, c in zip(truth, results))
+    wrong = sum(t != c.category for t, c in conf)
+    return {"n": n, "coverage": covered / n if n else 0.0,
+            "mean_set_size": sum(len(members(c)) for c in results) / n if n else 0.0,
+            "confident": len(conf), "confident_share": len(conf) / n if n else 0.0,
+            "confident_wrong": wrong, "decided_precision": 1 - wrong / len(conf) if conf else 1.0,
+            "confident_wrong_ids": [], "uncertain": len(unsure),
+            "uncertain_truth_in_candidates": sum(t in {name for name, _ in c.candidates} for t, c in unsure),
             "mean_candidates_when_uncertain": sum(len(c.candidates) for _, c in unsure) / len(unsure) if unsure else 0.0}
 
 
@@ -99,40 +92,103 @@ def development_rows(base: Classifier) -> list[dict]:
     return [r for path in base.config.training for r in read_corpus(path)]
 
 
-def cross_validate(rows: list[dict], base: Classifier, k: int, seed: int) -> dict:
+def cross_validate(rows: list[dict], base: Classifier, k: int, seed: int, policies=None) -> dict:
+    """Each fold scored by a model trained on the other folds; its conformal sets calibrated
+    on the other folds' out-of-fold scores (no message calibrates its own set)."""
     fold = folds(rows, k, seed)
     items = [ClassifierInput.from_corpus(r) for r in rows]
     truth = [r["category"] for r in rows]
     pred = {"model": [None] * len(rows), "vocabulary": [None] * len(rows), "blend": [None] * len(rows)}
     blend_results = [None] * len(rows)
-    vocab_only = base.with_model(None)
+    vocab_only = base.with_model(None, calibration=())
+    models, scores = [], [0.0] * len(rows)
     for f in range(k):
         model = train(base, [rows[i] for i in range(len(rows)) if fold[i] != f])
-        blended = base.with_model(model)
+        models.append(model)
+        scorer = base.with_model(model, calibration=())
         for i in (i for i in range(len(rows)) if fold[i] == f):
             probs = model.probabilities(base.reading(items[i])[2])
             pred["model"][i] = max(CATEGORIES, key=lambda c: probs[c])
-            pred["vocabulary"][i] = vocab_only.classify(items[i]).best
-            blend_results[i] = blended.classify(items[i])
+            pred["vocabulary"][i] = vocab_only.probabilities(items[i])[2][0]
+            scores[i] = 1.0 - scorer.probabilities(items[i])[0][truth[i]]
+    blended = []
+    for f in range(k):
+        calibration = sorted(scores[i] for i in range(len(rows)) if fold[i] != f)
+        blended.append(base.with_model(models[f], calibration=calibration))
+        for i in (i for i in range(len(rows)) if fold[i] == f):
+            blend_results[i] = blended[f].classify(items[i])
             pred["blend"][i] = blend_results[i].best
     out = {name: metrics(truth, p) for name, p in pred.items()}
     out["blend"]["decisions"] = decided(truth, blend_results)
     out["blend"]["decisions"]["confident_wrong_ids"] = [
         (rows[i].get("id"), truth[i], r.category) for i, r in enumerate(blend_results) if r.confident and r.category != truth[i]]
+    if policies is not None:
+        out["blend"]["verdicts"] = agreement(policies, base, rows, [blended[f] for f in fold])
     out["blend_predictions"] = pred["blend"]
     return out
 
 
-def score_file(rows: list[dict], base: Classifier) -> dict:
+AT = dt.datetime(2021, 6, 1, 10, tzinfo=dt.timezone.utc)  # under the 2020 guidelines
+
+
+def verdict_record(i: int, row: dict, category):
+    """A corpus message as a record sent at AT: with `category`, or raw (None). Its own buyer and order
+    (no history between messages); the language given, so only the category is inferred."""
+    from engine import Message
+
+    return Message(message_id=f"m{i}", order_id=f"111-{i:07d}-0000001", buyer_id=f"B{i}", sent_at=AT,
+                   delivered_at=AT - dt.timedelta(days=7), buyer_opted_out=False, channel=row.get("channel") or "email",
+                   subject=row.get("subject") or "", body=row.get("body") or "",
+                   reply_to=f"buyer-{i}" if row.get("is_reply") else None,
+                   language=row.get("language"), buyer_language=row.get("language"), category=category,
+                   attachments=[a if isinstance(a, dict) else {"name": f"file.{a}", "kind": a}
+                                for a in row.get("attachments") or ()])
+
+
+def agreement(policies, base: Classifier, rows: list[dict], classifiers: list[Classifier]) -> dict:
+    """Each message judged through the engine raw (category inferred by classifiers[i]) and with
+    its true category: how often the outcomes agree, are indeterminate, or differ (wrong)."""
+    import engine.classifier as package
+    from engine import judge_records
+
+    labelled = judge_records(policies, [verdict_record(i, r, r["category"]) for i, r in enumerate(rows)])
+    raw = [None] * len(rows)
+    digest = base.config.digest
+    saved = package._classifiers.get(digest)
+    try:
+        for clf in dict.fromkeys(classifiers):  # each distinct classifier judges its own messages
+            package._classifiers[digest] = clf
+            mine = [i for i, c in enumerate(classifiers) if c is clf]
+            for i, v in zip(mine, judge_records(policies, [verdict_record(i, rows[i], None) for i in mine])):
+                raw[i] = v
+    finally:
+        if saved is None:
+            package._classifiers.pop(digest, None)
+        else:
+            package._classifiers[digest] = saved
+    same = sum(r.outcome == l.outcome for r, l in zip(raw, labelled))
+    indeterminate = sum(r.outcome.value == "indeterminate" != l.outcome.value for r, l in zip(raw, labelled))
+    wrong = [(rows[i].get("id"), rows[i]["category"], l.outcome.value, r.outcome.value)
+             for i, (r, l) in enumerate(zip(raw, labelled))
+             if r.outcome != l.outcome and r.outcome.value != "indeterminate"]
+    n = len(rows)
+    return {"n": n, "agreement": same / n if n else 0.0, "indeterminate": indeterminate,
+            "wrong": len(wrong), "wrong_ids": wrong}
+
+
+def score_file(rows: list[dict], base: Classifier, policies=None) -> dict:
     """The engine as configured (and its vocabulary alone) on messages it never learned from."""
     items = [ClassifierInput.from_corpus(r) for r in rows]
     truth = [r["category"] for r in rows]
     results = [base.classify(i) for i in items]
-    vocab = [base.with_model(None).classify(i).best for i in items]
+    vocab_only = base.with_model(None, calibration=())
+    vocab = [vocab_only.probabilities(i)[2][0] for i in items]
     out = {"engine": metrics(truth, [r.best for r in results]), "vocabulary": metrics(truth, vocab)}
     out["engine"]["decisions"] = decided(truth, results)
     out["engine"]["decisions"]["confident_wrong_ids"] = [
         (r.get("id"), t, c.category) for r, t, c in zip(rows, truth, results) if c.confident and c.category != t]
+    if policies is not None:
+        out["engine"]["verdicts"] = agreement(policies, base, rows, [base] * len(rows))
     return out
 
 
@@ -200,12 +256,18 @@ def show(name: str, m: dict) -> str:
             f"lowest F1: {', '.join(f'{c} {v:.2f}' for c, v in worst)}\n{'':<30} worst confusions: {conf}")
 
 
-def show_decisions(d: dict) -> str:
+def show_decisions(d: dict, v: dict | None = None) -> str:
     wrong = "".join(f"\n{'':<32}{i}: {t} decided as {c}" for i, t, c in d["confident_wrong_ids"])
-    return (f"{'':<30} confident {d['confident']} ({d['confident_share']:.0%}), confident and wrong: "
-            f"{d['confident_wrong']}{wrong}\n{'':<30} uncertain {d['uncertain']}: true category among the "
-            f"candidates {d['uncertain_truth_in_candidates']}/{d['uncertain']} "
-            f"({d['truth_in_candidates_rate']:.0%}), {d['mean_candidates_when_uncertain']:.1f} candidates on average")
+    text = (f"{'':<30} conformal sets: coverage {d['coverage']:.4f}, mean size {d['mean_set_size']:.2f}; "
+            f"decided {d['confident']} ({d['confident_share']:.1%}), precision {d['decided_precision']:.4f} "
+            f"({d['confident_wrong']} wrong){wrong}\n{'':<30} uncertain {d['uncertain']}: true category among the "
+            f"candidates {d['uncertain_truth_in_candidates']}/{d['uncertain']}, "
+            f"{d['mean_candidates_when_uncertain']:.1f} candidates on average")
+    if v is not None:
+        ids = "".join(f"\n{'':<32}{i}: {c}, labelled {l}, raw {r}" for i, c, l, r in v["wrong_ids"])
+        text += (f"\n{'':<30} raw vs labelled verdicts ({AT.date()}): agree {v['agreement']:.2%}, "
+                 f"indeterminate {v['indeterminate']}, wrong {v['wrong']}{ids}")
+    return text
 
 
 def confusion_matrix(truth: list[str], pred: list[str]) -> str:
@@ -239,13 +301,13 @@ def main(argv=None) -> int:
     report: dict = {"development_size": len(rows), "classifier": base.config.label}
     if not args.skip_cv:
         print(f"development data (corpus + dev): {len(rows)} messages\n{table(rows)}\n")
-        cv = cross_validate(rows, base, args.folds, args.seed)
+        cv = cross_validate(rows, base, args.folds, args.seed, policies)
         report["cv"] = {k: v for k, v in cv.items() if k != "blend_predictions"}
         print(f"{args.folds}-fold cross-validation on the development data ({base.config.label}):")
         print(show("model (held out)", cv["model"]))
         print(show("vocabulary (seen)", cv["vocabulary"]))
         print(show("blend (vocabulary seen)", cv["blend"]))
-        print(show_decisions(cv["blend"]["decisions"]))
+        print(show_decisions(cv["blend"]["decisions"], cv["blend"].get("verdicts")))
         if args.matrix:
             print(confusion_matrix([r["category"] for r in rows], cv["blend_predictions"]))
         for prefix in args.split_ids:
@@ -259,13 +321,13 @@ def main(argv=None) -> int:
     for path in args.heldout:
         held = read_corpus(path)
         seen = overlap(held, training)
-        report.setdefault("heldout", {})[str(path)] = result = score_file(held, base)
+        report.setdefault("heldout", {})[str(path)] = result = score_file(held, base, policies)
         result["seen_in_training"] = seen
         print(f"\nheld-out {path} ({len(held)} messages):\n{table(held)}")
         if seen:
             print(f"WARNING: {seen} of these messages are in the training corpora: not a held-out score")
         print(show("engine (as configured)", result["engine"]))
-        print(show_decisions(result["engine"]["decisions"]))
+        print(show_decisions(result["engine"]["decisions"], result["engine"].get("verdicts")))
         print(show("vocabulary alone", result["vocabulary"]))
     if args.throughput:
         report["throughput"] = throughput(base, read_corpus(CORPUS), policies)

@@ -1,11 +1,13 @@
-"""Infer a message's category (and language) when the record gives none (issue 8).
+"""Infer a message's category (and language) when the record gives none.
 
 The vocabulary's scores (data in policies/classifier/) and, when enabled, a
 linear n-gram model trained on the labelled corpus are blended into one
-probability per category. The result is either a decided category (its
-probability reaches `confident_at`) or an uncertain one with its candidates:
-the evaluator then treats the category as an unknown fact whose domain is the
-candidates, so uncertainty can never turn into a pass.
+probability per category. The candidate set is calibrated by split conformal
+prediction (conformal.py): it holds the true category with probability at least
+1 - alpha. A set of one category is decided; a larger one leaves the category
+uncertain among its members: the evaluator then treats the category as an
+unknown fact whose domain is the candidates, so uncertainty can never turn into
+a pass.
 
 Classification reads one message only (subject, body, channel, reply_to,
 attachments): it is deterministic and independent of every other message.
@@ -32,7 +34,7 @@ class Classification:
     category: Optional[str]                        # decided category; None when not confident
     best: str                                      # the most probable category
     confidence: float                              # its blended probability
-    candidates: tuple[tuple[str, float], ...]      # plausible categories, most probable first
+    candidates: tuple[tuple[str, float], ...]      # the conformal set, most probable first
     evidence: tuple[str, ...]                      # quoted phrases and features behind `best`
 
     @property
@@ -51,7 +53,10 @@ class Classifier:
         starts = self.settings.quoted_reply_starts
         self._quote_starts = re.compile("|".join(f"(?:{p})" for p in starts), re.I | re.M) if starts else None
         self._model = None
+        self._calibration = None   # sorted nonconformity scores (conformal.py), loaded on first use
+        self._threshold = None
         self._lock = threading.Lock()
+        self._calibration_lock = threading.Lock()  # computing the calibration trains models (takes _lock)
 
     # -- the statistical second opinion (lazy: loaded from the cache, or trained on first use) --
 
@@ -87,15 +92,40 @@ class Classifier:
         features = item.features(item.text)
         return own, features, model_document(own, features)
 
-    def with_model(self, model) -> "Classifier":
-        """A copy using another trained model (the benchmark's cross-validation folds), or None for none."""
+    def with_model(self, model, calibration=None) -> "Classifier":
+        """A copy using another trained model (the benchmark's cross-validation folds), or None for
+        none, with these calibration scores (None: its own, computed on first use; (): none yet,
+        for scoring the calibration itself)."""
         other = Classifier.__new__(Classifier)
         other.__dict__.update(self.__dict__)
         other._lock = threading.Lock()
+        other._calibration_lock = threading.Lock()
         other._model = model
+        other._calibration = tuple(calibration) if calibration is not None else None
+        other._threshold = None
         if model is None:
             other.settings = self.settings.model_copy(update={"model": self.settings.model.model_copy(update={"enabled": False})})
         return other
+
+    # -- the conformal threshold ---------------------------------------------------------
+
+    def calibration(self) -> tuple[float, ...]:
+        if self._calibration is None:
+            with self._calibration_lock:
+                if self._calibration is None:
+                    from .conformal import calibration_for
+
+                    self._calibration = tuple(calibration_for(self).scores)
+        return self._calibration
+
+    def threshold(self) -> float:
+        """Largest nonconformity (1 - probability) a candidate may have."""
+        if self._threshold is None:
+            from .conformal import quantile
+
+            scores = self.calibration()
+            self._threshold = quantile(scores, self.settings.conformal.alpha) if scores else math.inf
+        return self._threshold
 
     # -- classification ----------------------------------------------------------------
 
@@ -111,35 +141,41 @@ class Classifier:
         firsts = (_first(probs),)
         model = self.model()
         if model is not None:
-            w = self.settings.model.weight
+            settings = self.settings.model
+            w = settings.weight
             second = model.probabilities(document)
             firsts += (_first(second),)
-            probs = {c: (1 - w) * probs[c] + w * second[c] for c in CATEGORIES}
+            if settings.blend == "linear":
+                probs = {c: (1 - w) * probs[c] + w * second[c] for c in CATEGORIES}
+            else:
+                t = settings.blend_temperature
+                logs = {c: ((1 - w) * math.log(probs[c] + _TINY) + w * math.log(second[c] + _TINY)) / t
+                        for c in CATEGORIES}
+                top = max(logs.values())
+                exp = {c: math.exp(logs[c] - top) for c in CATEGORIES}
+                total = sum(exp.values())
+                probs = {c: exp[c] / total for c in CATEGORIES}
         return probs, scores, firsts
 
     def classify(self, item: ClassifierInput) -> Classification:
-        probs, scores, firsts = self.probabilities(item)
+        probs, scores, _ = self.probabilities(item)
         ranked = sorted(CATEGORIES, key=lambda c: (-probs[c], _ORDER[c]))
         best = ranked[0]
-        candidates = []
-        mass = 0.0
-        floor = probs[best] * self.settings.candidate_min_share
-        for c in ranked:
-            if mass >= self.settings.candidate_mass and probs[c] < candidates[-1][1] - 1e-12:
-                break
-            if candidates and probs[c] < floor:
-                break
-            candidates.append((c, round(probs[c], 4)))
-            mass += probs[c]
+        # The conformal set (a hair of tolerance only ever adds a candidate). An empty set
+        # says no category fits as well as the calibration's: the category is unknown.
+        floor = 1.0 - self.threshold() - 1e-12
+        members = [c for c in ranked if probs[c] >= floor] or list(ranked)
+        if max(s.value for s in scores.values()) < self.settings.conformal.min_evidence:
+            # Too little evidence to be like the calibration's messages: every category stays
+            # a candidate that the vocabulary does not count against (a negative score).
+            members = [c for c in ranked if scores[c].value >= 0] or list(ranked)
         confidence = round(probs[best], 4)
         evidence = tuple(
             (f"feature {span}" if ":" in span or span in _FEATURE_NAMES else span)
             for weight, span in scores[best].evidence if weight > 0
         )[:6]
-        decided = best if confidence >= self.settings.confident_at else None
-        if self.settings.model.decide_when_agreeing and any(f != best for f in firsts):
-            decided = None
-        return Classification(decided, best, confidence, tuple(candidates), evidence)
+        decided = best if len(members) == 1 else None
+        return Classification(decided, best, confidence, tuple((c, round(probs[c], 4)) for c in members), evidence)
 
     def classify_message(self, message) -> Classification:
         return self.classify(ClassifierInput.from_message(message))
@@ -156,6 +192,7 @@ def _first(probs: dict[str, float]) -> str:
     return min(CATEGORIES, key=lambda c: (-probs[c], _ORDER[c]))
 
 
+_TINY = 1e-12  # keeps log() finite for a category an opinion rules out entirely
 _FEATURE_NAMES = {"reply_to", "quoted_text", "reply_subject", "proactive", "short", "long", "order_id"}
 
 _classifiers: dict[str, Classifier] = {}

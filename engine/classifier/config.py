@@ -4,7 +4,7 @@
 vocabulary file and the training corpora; `vocabulary.yaml` holds, per
 category, weighted phrases per language and weights for generic message
 features. Nothing here is category-specific: categories come from the model
-(CONTRACT §2), phrases and weights from the files.
+(engine.model.Category), phrases and weights from the files.
 """
 from __future__ import annotations
 
@@ -98,10 +98,27 @@ class ModelSettings(_Strict):
     weight: float = Field(0.35, ge=0, le=1)
     C: float = Field(0.5, gt=0)
     scale: float = Field(4.0, gt=0)
-    # Decide a category only when the vocabulary and the model rank it first (and
-    # the blend reaches confident_at): two opinions that disagree are no ground for
-    # a confident answer.
-    decide_when_agreeing: bool = True
+    # How the two opinions combine: "linear" averages the probabilities, "geometric"
+    # averages their logarithms (a product of experts: both must find a category
+    # plausible), at `blend_temperature`.
+    blend: Literal["linear", "geometric"] = "linear"
+    blend_temperature: float = Field(1.0, gt=0)
+
+
+class ConformalSettings(_Strict):
+    """Candidate sets by split conformal prediction: a category is a candidate when its
+    nonconformity (1 - its probability) is at most the (1 - alpha) quantile of the
+    nonconformity of the true category on messages the model did not train on."""
+
+    alpha: float = Field(0.01, gt=0, lt=1)
+    # Out-of-fold nonconformity scores of the training corpora (engine/classifier/conformal.py
+    # writes it; when it does not match the data it is recomputed and cached).
+    calibration: str = "calibration.json"
+    folds: int = Field(5, ge=2)
+    # The guarantee holds for messages like the corpora. One in which the vocabulary's best
+    # score (its summed weights) stays below this shows too little evidence to be one of
+    # them: every category stays a candidate that the vocabulary does not score below zero.
+    min_evidence: float = 0.0
 
 
 class LanguageDetection(_Strict):
@@ -127,11 +144,7 @@ class ClassifierSettings(_Strict):
     quoted_reply_starts: list[str] = Field(default_factory=list)
     temperature: float = Field(1.0, gt=0)
     model: ModelSettings = ModelSettings(enabled=False)
-    confident_at: float = Field(0.6, gt=0, le=1)
-    candidate_mass: float = Field(0.95, gt=0, le=1)
-    # ...but never a category below this share of the best one's probability
-    # (0: no such floor).
-    candidate_min_share: float = Field(0.0, ge=0, lt=1)
+    conformal: ConformalSettings = ConformalSettings()
     language_detection: LanguageDetection
 
     @field_validator("quoted_reply_starts")
@@ -149,6 +162,15 @@ class ClassifierConfig:
         self.training, self.digest = training, digest
 
     @cached_property
+    def labelled(self) -> tuple[Path, ...]:
+        """The labelled corpora (model.training), also when the model is off: the calibration's data."""
+        return tuple(self.directory / name for name in self.settings.model.training)
+
+    @property
+    def calibration_file(self) -> Path:
+        return self.directory / self.settings.conformal.calibration
+
+    @cached_property
     def label(self) -> str:
         return f"{self.settings.id}+{self.vocabulary.id}"
 
@@ -158,6 +180,8 @@ class ClassifierConfig:
         vocabulary and the training corpora (as `policies/classifier/<file>`)."""
         prefix = f"{self.directory.parent.name}/{self.directory.name}"
         files = ("classifier.yaml", self.settings.vocabulary, *(p.name for p in self.training))
+        if self.calibration_file.is_file():
+            files += (self.settings.conformal.calibration,)
         return tuple(f"{prefix}/{name}" for name in files)
 
 
@@ -172,12 +196,14 @@ def load_classifier_config(directory: Path) -> Optional[ClassifierConfig]:
         raise PolicyError(settings_file, f"vocabulary file {settings.vocabulary!r} not found", field="vocabulary")
     vocabulary = _validate(Vocabulary, read_yaml(vocab_file), vocab_file)
     training = []
-    for i, name in enumerate(settings.model.training if settings.model.enabled else ()):
+    for i, name in enumerate(settings.model.training):
         path = directory / name
         if not path.is_file():
             raise PolicyError(settings_file, f"training corpus {name!r} not found", field=f"model.training.{i}")
-        training.append(path)
+        if settings.model.enabled:
+            training.append(path)
     digest = hashlib.sha256()
-    for path in (settings_file, vocab_file, *training):
+    calibration = directory / settings.conformal.calibration
+    for path in (settings_file, vocab_file, *training, *([calibration] if calibration.is_file() else [])):
         digest.update(path.read_bytes())
     return ClassifierConfig(directory, settings, vocabulary, tuple(training), digest.hexdigest())

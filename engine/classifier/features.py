@@ -1,6 +1,6 @@
 """What the classifier reads of a message: its text and a few generic features.
 
-The same reduction serves a CONTRACT §1 record and a labelled-corpus line, so
+The same reduction serves a record (engine.model.Message) and a labelled-corpus line, so
 the benchmark scores exactly what the engine sees.
 """
 from __future__ import annotations

@@ -34,6 +34,25 @@ def read_corpus(path: Path) -> list[dict]:
     return rows
 
 
+def fold_of(rows: list[dict], k: int, seed: int = 0) -> list[int]:
+    """Fold of each row, stratified by (category, language), deterministic for a seed."""
+    import random
+
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r["category"], r.get("language") or "?"), []).append(i)
+    fold = [0] * len(rows)
+    rng = random.Random(seed)
+    offset = 0
+    for key in sorted(groups):
+        members = groups[key]
+        rng.shuffle(members)
+        for j, i in enumerate(members):
+            fold[i] = (offset + j) % k
+        offset += len(members)
+    return fold
+
+
 # The n-grams of scikit-learn's TfidfVectorizer(analyzer="word", ngram_range=(1, 2),
 # token_pattern=r"(?u)\b\w+\b") and (analyzer="char_wb", ngram_range=(2, 4)), in
 # the same order; the model is trained with these very functions.

@@ -1,4 +1,4 @@
-"""Issue 8 properties: inference never changes a verdict it agrees with, one message's
+"""Classifier properties: inference never changes a verdict it agrees with, one message's
 verdict never depends on other messages' text, classification is deterministic."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 8: the classifier's data files, scoring, inference in the Judge, language detection, classify CLI."""
+"""The classifier: its data files, scoring, conformal candidate sets, inference in the Judge, language detection, classify CLI."""
 from __future__ import annotations
 
 import json
@@ -21,6 +21,7 @@ from engine.policyfile import PolicyError
 from ..conftest import POLICIES
 
 CORPUS = POLICIES / "classifier" / "labelled_corpus.jsonl"
+HELDOUT = POLICIES.parent / "bench" / "classify" / "heldout.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -156,23 +157,36 @@ def test_prefiltered_scores_equal_trying_every_phrase(clf):
             assert fast[category].value == pytest.approx(total), (row["id"], category)
 
 
-def test_candidates_cover_the_mass_down_to_the_floor(clf):
-    floor_share = clf.settings.candidate_min_share
-    assert floor_share > 0  # the shipped setting; otherwise this tests nothing about the floor
-    stopped_by_floor = 0
-    for row in read_corpus(CORPUS)[::5]:
+def test_candidates_are_the_conformal_set(clf):
+    """Every category whose nonconformity (1 - p) is within the calibrated threshold, most
+    probable first; decided exactly when that is one category."""
+    threshold = clf.threshold()
+    assert 0 < threshold < 1  # the shipped calibration; otherwise this tests nothing about the set
+    sizes = set()
+    for row in read_corpus(HELDOUT)[::2]:  # messages the model did not train on: not all decided
         item = ClassifierInput.from_corpus(row)
         result = clf.classify(item)
-        probs, _, _ = clf.probabilities(item)
-        assert 0 <= result.confidence <= 1
-        assert result.candidates[0][0] == result.best
-        floor = probs[result.best] * floor_share
-        names = {c for c, _ in result.candidates}
-        assert all(probs[c] >= floor for c in names)
-        if not result.confident and sum(p for _, p in result.candidates) < clf.settings.candidate_mass - 1e-3:
-            assert all(probs[c] < floor for c in probs if c not in names)
-            stopped_by_floor += 1
-    assert stopped_by_floor > 0
+        probs, scores, _ = clf.probabilities(item)
+        names = [c for c, _ in result.candidates]
+        assert names[0] == result.best and 0 <= result.confidence <= 1
+        if max(s.value for s in scores.values()) >= clf.settings.conformal.min_evidence:
+            assert set(names) == ({c for c, p in probs.items() if 1 - p <= threshold + 1e-12} or set(probs))
+        assert [probs[c] for c in names] == sorted((probs[c] for c in names), reverse=True)
+        assert result.confident == (len(names) == 1) and (result.category == result.best) == result.confident
+        sizes.add(min(len(names), 3))
+    assert sizes == {1, 2, 3}  # decided, a pair, larger sets: all occur
+
+
+def test_too_little_evidence_leaves_every_category_a_candidate(clf):
+    item = ClassifierInput("Hello", "Hello.")
+    _, scores, _ = clf.probabilities(item)
+    assert max(s.value for s in scores.values()) < clf.settings.conformal.min_evidence
+    ruled_out = {c for c, s in scores.items() if s.value < 0}
+    assert ruled_out and {c for c, _ in clf.classify(item).candidates} == set(scores) - ruled_out
+    lenient = clf.with_model(clf.model(), calibration=clf.calibration())
+    lenient.settings = clf.settings.model_copy(
+        update={"conformal": clf.settings.conformal.model_copy(update={"min_evidence": 0.0})})
+    assert len(lenient.classify(item).candidates) < len(scores)
 
 
 def test_own_text_leaves_out_what_the_buyer_wrote(clf):
@@ -202,17 +216,20 @@ def test_inference_sources_name_every_file_it_rests_on(clf):
     assert {f"policies/classifier/{p.name}" for p in clf.config.training} <= set(sources)
 
 
-def test_editing_the_vocabulary_changes_the_classification(tmp_path):
-    """A compliance team corrects a misclassification by editing data, not code."""
+def test_editing_the_vocabulary_changes_the_classification(tmp_path, clf):
+    """A compliance team corrects a misclassification by editing data, not code. (The shipped
+    model and calibration are reused: an edited vocabulary would recompute them, which
+    test_classifier_conformal.py covers with the model off.)"""
     root = _copy(tmp_path)
     item = ClassifierInput("Zorblax", "Zorblax quux.")
-    before = classifier_for(load_policies(root)).classify(item)
+    before = clf.classify(item)
     assert not before.confident
     path = root / "classifier" / "vocabulary.yaml"
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    doc["categories"]["marketing"]["terms"].append({"weight": 8, "en": ["zorblax"]})
+    doc["categories"]["marketing"]["terms"].append({"weight": 15, "en": ["zorblax"]})
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    after = classifier_for(load_policies(root)).classify(item)
+    edited = classifier_for(load_policies(root)).with_model(clf.model(), calibration=clf.calibration())
+    after = edited.classify(item)
     assert after.category == "marketing" and "Zorblax" in after.evidence
 
 
@@ -470,18 +487,23 @@ class _Opinion:
         return {c: self.chosen.get(c, rest) for c in CATEGORIES}
 
 
-def test_no_decision_when_vocabulary_and_model_disagree(clf):
+def test_geometric_blend_averages_the_logarithms(clf):
+    """p ∝ exp(((1 - w) log vocabulary + w log model) / T): a category the model rules out stays out
+    however much the vocabulary likes it, and the blend is the product of experts it says it is."""
+    import math
+
+    from engine.classifier import CATEGORIES
+
+    settings = clf.settings.model
+    assert settings.blend == "geometric"
     item = ClassifierInput("Your invoice", "Hello, please find attached the invoice for order 111-0000001-0000001.",
                            attachments=("invoice",))
-    alone = clf.with_model(None).classify(item)
-    assert alone.category == "invoice"
-    assert clf.with_model(_Opinion(invoice=0.45, marketing=0.40)).classify(item).category == "invoice"
-    # The model's first choice differs, though the blend still ranks invoice first above confident_at.
-    disagreeing = clf.with_model(_Opinion(marketing=0.45, invoice=0.40))
-    result = disagreeing.classify(item)
-    assert result.best == "invoice" and result.confidence >= clf.settings.confident_at and not result.confident
-    assert "marketing" in {c for c, _ in result.candidates}
-    lenient = disagreeing.settings.model_copy(
-        update={"model": disagreeing.settings.model.model_copy(update={"decide_when_agreeing": False})})
-    disagreeing.settings = lenient
-    assert disagreeing.classify(item).category == "invoice"
+    vocabulary = clf.with_model(None, calibration=()).probabilities(item)[0]
+    opinion = _Opinion(marketing=0.9, invoice=1e-9)
+    blended = clf.with_model(opinion, calibration=clf.calibration()).probabilities(item)[0]
+    second = opinion.probabilities("")
+    w, t = settings.weight, settings.blend_temperature
+    logs = {c: ((1 - w) * math.log(vocabulary[c] + 1e-12) + w * math.log(second[c] + 1e-12)) / t for c in CATEGORIES}
+    total = sum(math.exp(v) for v in logs.values())
+    assert blended == pytest.approx({c: math.exp(logs[c]) / total for c in CATEGORIES})
+    assert vocabulary["invoice"] > 0.9 and blended["invoice"] < blended["marketing"]
