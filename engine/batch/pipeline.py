@@ -49,7 +49,7 @@ from ..detectors import (AttachmentsDetector, FieldDetector, LanguageMatchDetect
                          WindowDetector, _primary)
 from ..io import InputError
 from ..results import write_results_column
-from ..model import Outcome
+from ..model import Outcome, finding_json
 from ..timeline import in_force_on, local_noon, marketplace_zone
 from . import history
 from .decode import EVENT_FIELDS, MESSAGE_FIELDS
@@ -502,117 +502,137 @@ def _evidence(pairs: tuple) -> pl.Expr:
     return pl.when(joined.fill_null("") != "").then(pl.lit(',"evidence":{') + joined + pl.lit("}")).otherwise(pl.lit(""))
 
 
+_NO_POLICY_HEAD = _NO_POLICY[0][:-2].decode()  # '"outcome":"no_policy",…,"findings":['
+
+
 def _render(messages, plans, vsets, detector_columns, inferences, instants, at) -> pl.Series:
     """Each message's result line (with its newline), in stream order.
 
-    A plan (a decided verdict) whose findings quote no evidence has one tail for all its
-    messages. A plan that quotes evidence is a list of finding templates; each message's
-    spans are filled in natively, finding by finding. Only messages with inference notes
-    (findings of their own) are rendered one by one, by the streaming audit's renderer."""
+    A line is its header, its plan's head, the notes on what was inferred for the message
+    (if any), then its findings. A plan (a decided verdict) whose findings quote no evidence
+    has one rest for all its messages. A plan that quotes evidence is a list of finding
+    templates; each message's spans are filled in natively, finding by finding. The notes
+    are rendered in Python once per distinct inference (a detected language repeats)."""
     first_vset = dict(messages.group_by("plan").agg(pl.col("vset").first()).iter_rows())
-    static: list[Optional[str]] = [None] * len(plans)
-    plan_versions: list = [()] * len(plans)
+    heads: list[Optional[str]] = [None] * len(plans)
+    static: list[Optional[str]] = [None] * len(plans)  # the rest after the head, for plans quoting nothing
     templates = []  # (plan, finding index, finding JSON without its closing brace, evidence kind)
     kinds: dict[tuple, int] = {}  # ((fact name, span column), …) → evidence kind
-    heads: dict[int, str] = {}
+    quoting: list[int] = []
     for p, plan in enumerate(plans):
         if plan is None:
-            static[p] = _NO_POLICY[0].decode()
+            heads[p], static[p] = _NO_POLICY_HEAD, "]}"
             continue
         if p not in first_vset:
             continue
-        versions = plan_versions[p] = vsets[first_vset[p]]
+        heads[p] = plan.head.decode()
+        versions = vsets[first_vset[p]]
         quoted = []
         for _, i, names in plan.findings:
             used = versions[i].detectors_used
             quoted.append(tuple((name, detector_columns[used[name][0]][1]) for name in names if name in used))
         if not any(quoted):
-            static[p] = plan.render([{} for _ in versions]).decode()
+            static[p] = plan.render([{} for _ in versions]).decode()[len(heads[p]):]
             continue
-        heads[p] = plan.head.decode()
+        quoting.append(p)
         for k, ((body, _, _), pairs) in enumerate(zip(plan.findings, quoted)):
             templates.append((p, k, body.decode(), kinds.setdefault(pairs, len(kinds))))
 
-    # Static tails keyed by (plan, late): the out_of_order variant is made once per plan, and each
+    # Static rests keyed by (plan, late): the out_of_order variant is made once per plan, and each
     # line's text is copied once, by the final concat (result lines are most of the output's bytes).
-    late_tail = [None if t is None else t[:-1] + ',"out_of_order":true}' for t in static]
+    late_rest = [None if t is None else t[:-1] + ',"out_of_order":true}' for t in static]
     keys = pl.Series(range(2 * len(plans)), dtype=pl.Int64)
-    static_values = pl.Series([v for pair in zip(static, late_tail) for v in pair], dtype=pl.String)
+    static_values = pl.Series([v for pair in zip(static, late_rest) for v in pair], dtype=pl.String)
+    plan_keys = pl.Series(range(len(plans)), dtype=pl.Int64)
     frame = messages.select(
         "message_id", "sent_iso", "marketplace", "late", "plan",
         (pl.col("plan").cast(pl.Int64) * 2 + pl.col("late").cast(pl.Int64))
-        .replace_strict(keys, static_values, default=None).alias("static"))
+        .replace_strict(keys, static_values, default=None).alias("static"),
+        pl.col("plan").cast(pl.Int64).replace_strict(plan_keys, pl.Series(heads, dtype=pl.String),
+                                                     default=None).alias("head"))
     quoted = pl.lit(None, dtype=pl.String)
     if templates:
         span_columns = sorted({column for pairs in kinds for _, column in pairs})
         template_frame = pl.DataFrame(templates, schema={"plan": pl.UInt32, "k": pl.Int32, "body": pl.String,
                                                          "kind": pl.Int32}, orient="row").with_row_index("tid")
         quoted_rows = messages.select("plan", "late", *span_columns).with_row_index("row").filter(
-            pl.col("plan").is_in(list(heads)))
+            pl.col("plan").is_in(quoting))
         long = quoted_rows.with_columns(pl.col("plan").cast(pl.UInt32)).join(
             template_frame.select("plan", "k", "kind", "tid"), on="plan")
         # Each evidence kind on its own rows only: a when/then chain would evaluate every kind everywhere.
         # The finding bodies join in after the sort, so only short strings are moved about.
         pairs_of = {kind: pairs for pairs, kind in kinds.items()}
-        pieces = pl.concat([part.select("row", "plan", "late", "k", "tid",
+        pieces = pl.concat([part.select("row", "late", "k", "tid",
                                         _evidence(pairs_of[part["kind"][0]]).alias("evidence"))
                             for part in long.partition_by("kind")]).sort("row", "k")
         bodies = template_frame["body"]
-        head_of = (pl.Series(list(heads), dtype=pl.UInt32), pl.Series(list(heads.values()), dtype=pl.String))
-        filled = (pieces.select("row", "plan", "late", pl.concat_str([
+        filled = (pieces.select("row", "late", pl.concat_str([
                       pl.col("tid").replace_strict(pl.Series(range(len(bodies)), dtype=pl.UInt32), bodies),
                       pl.col("evidence"), pl.lit("}")]).alias("piece"))
                   .group_by("row", maintain_order=True)
-                  .agg(pl.col("plan").first(), pl.col("late").first(), pl.col("piece").str.join(","))
+                  .agg(pl.col("late").first(), pl.col("piece").str.join(","))
                   .select("row", pl.concat_str([
-                      pl.col("plan").replace_strict(*head_of), pl.col("piece"),
+                      pl.col("piece"),
                       pl.when(pl.col("late")).then(pl.lit('],"out_of_order":true}')).otherwise(pl.lit("]}"))
                   ]).alias("quoted")))
         frame = frame.with_row_index("row").join(filled, on="row", how="left", maintain_order="left").drop("row")
         quoted = pl.col("quoted")
+    notes = _notes(messages, plans, inferences)
+    if notes is not None:
+        frame = frame.with_columns(notes=notes)
+        notes = pl.col("notes")
+    else:
+        notes = pl.lit(None, dtype=pl.String)
     if at is None:
         iso = pl.col("sent_iso")
     else:
         iso = pl.col("marketplace").replace_strict({m: i.isoformat() for m, i in instants.items()})
-    # Exactly one of static and quoted is set on a row.
-    tail = pl.coalesce(pl.col("static"), quoted)
-    # An id that needs escaping (rare) is written by orjson below with the rows rendered one by one.
+    # Exactly one of static and quoted is set on a row; notes only where something was inferred.
+    tail = pl.concat_str([pl.col("head"), notes, pl.col("static"), quoted], ignore_nulls=True)
+    # An id that needs escaping (rare) is written by orjson below.
     simple_id = ~pl.col("message_id").str.contains(r'["\\\x00-\x1f]')
     line = pl.concat_str([
         pl.lit('{"message_id":"'), pl.when(simple_id).then(pl.col("message_id")), pl.lit('","evaluated_at":"'), iso,
-        pl.lit('",'), pl.col("static"), quoted, pl.lit("\n")], ignore_nulls=True)
+        pl.lit('",'), tail, pl.lit("\n")], ignore_nulls=True)
     lines = frame.select(line.alias("line"))["line"]  # lines of escaped ids are replaced below
     escaped = frame.select(~simple_id)["message_id"].arg_true().to_list()
-    if not inferences and not escaped:
+    if not escaped:
         return lines
-    rows = sorted(set(inferences) | set(escaped))
-    picked = frame[rows].select("message_id", "late", "plan", iso.alias("iso"), tail.alias("tail"))
-    span_columns = sorted({detector_columns[key][1] for key in detector_columns})
-    spans_of = {c: values.to_list() for c, values in messages.select(span_columns)[rows].to_dict().items()}
+    picked = frame[escaped].select("message_id", iso.alias("iso"), tail.alias("tail"))
     dumps = orjson.dumps
-    out = []
-    for n, (r, (mid, late, p, instant, native)) in enumerate(zip(rows, picked.iter_rows())):
-        plan = plans[p]
-        if r not in inferences:
-            tail = native.encode()
-        else:  # the notes on what was inferred come first among the findings
-            spans = []
-            for version in plan_versions[p]:
-                own = {}
-                for name, (key, _) in version.detectors_used.items():
-                    value = spans_of[detector_columns[key][1]][n]
-                    if value:
-                        own[name] = value
-                spans.append(own)
-            tail = _NO_POLICY[0] if plan is None else plan.render(
-                spans, AuditJudge._inference_findings(inferences[r], plan.per_candidate))
-            if late:
-                tail = tail[:-1] + b',"out_of_order":true}'
-        out.append((b'{"message_id":' + dumps(mid) + b',"evaluated_at":"' + instant.encode() + b'",'
-                    + tail + b"\n").decode())
-    patch = pl.DataFrame({"row": pl.Series(rows, dtype=pl.UInt32), "own": pl.Series(out, dtype=pl.String)})
+    out = [(b'{"message_id":' + dumps(mid) + b',"evaluated_at":"' + instant.encode() + b'",'
+            + rest.encode() + b"\n").decode() for mid, instant, rest in picked.iter_rows()]
+    patch = pl.DataFrame({"row": pl.Series(escaped, dtype=pl.UInt32), "own": pl.Series(out, dtype=pl.String)})
     return (lines.to_frame().with_row_index("row").join(patch, on="row", how="left", maintain_order="left")
             .select(pl.coalesce("own", "line").alias("line"))["line"])
+
+
+def _notes(messages, plans, inferences) -> Optional[pl.Series]:
+    """Per row, the JSON of the notes on what was inferred, followed by a comma when findings
+    follow them (null where nothing was inferred, or no policy is in force: that line has none)."""
+    if not inferences:
+        return None
+    plan_of = messages["plan"].to_list()
+    values: list[Optional[str]] = [None] * len(messages)
+    seen: dict = {}
+    dumps = orjson.dumps
+    for row, inference in inferences.items():
+        plan = plans[plan_of[row]]
+        if plan is None:
+            continue
+        # Without a classification, the notes are the detected language's alone.
+        key = (inference.language, inference.label, inference.sources, len(plan.findings) > 0) \
+            if inference.classification is None else None
+        text = seen.get(key) if key is not None else None
+        if text is None:
+            notes = AuditJudge._inference_findings(inference, plan.per_candidate)
+            text = ",".join(dumps(finding_json(n)).decode() for n in notes)
+            if notes and plan.findings:
+                text += ","
+            if key is not None:
+                seen[key] = text
+        values[row] = text
+    return pl.Series(values, dtype=pl.String)
 
 
 def _summarise(summary: Summary, messages, plans, vsets, inferences, policies, at) -> None:

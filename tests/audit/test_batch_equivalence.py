@@ -226,3 +226,35 @@ def test_batch_workers_started_before_the_read_leave_when_the_read_fails(policie
     while _children() - before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _children() - before
+
+
+def test_batch_writes_inference_notes_as_the_stream_does(policies, tmp_path):
+    """The notes on what was inferred come first among a line's findings; the batch engine
+    renders them once per distinct inference and splices them in natively: before findings
+    (with a comma), after an escaped id, for a classified record, and never on a line with no policy."""
+    common = '"order_id": "111-0000001-0000001", "channel": "email", "marketplace": "US"'
+    records = [
+        # 2021: the guidelines read the language; the buyer's is given, the message's is not.
+        ('plain-1', "B1", "2021-03-02T10:00:00Z", "review_request", "Please review",
+         "Please leave a review: https://example.com/review"),
+        ('quote \\"d\\"', "B2", "2021-03-02T11:00:00Z", "shipment_confirmation", "Shipped",
+         "Your order has shipped today."),
+        ('plain-2', "B3", "2021-03-02T12:00:00Z", "shipment_confirmation", "Versendet",
+         "Ihre Bestellung wurde heute versendet."),
+        ('plain-3', "B4", "2021-03-02T13:00:00Z", None, "Thanks",
+         "Thank you for your order, we hope you enjoy it."),
+        # Before any policy: inferred, but the line has no findings at all.
+        ('early', "B5", "2015-01-05T10:00:00Z", None, "Hello", "Thank you for your order."),
+    ]
+    lines = []
+    for mid, buyer, sent, category, subject, body in records:
+        cat = f'"category": "{category}", ' if category else ""
+        lines.append('{"message_id": "%s", "buyer_id": "%s", "sent_at": "%s", %s"buyer_language": "en", '
+                     '"subject": "%s", "body": "%s", %s}' % (mid, buyer, sent, cat, subject, body, common))
+    log = tmp_path / "notes.jsonl"
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _assert_same(policies, log, tmp_path, 1, 5)
+    written = [orjson.loads(line) for line in (tmp_path / "batch.jsonl").read_bytes().splitlines()]
+    rules = [[f["rule"] for f in r["findings"]] for r in written]
+    assert all("INFER-LANGUAGE" in r[:2] and r[0].startswith("INFER-") for r in rules[:4]), rules
+    assert rules[3][0] == "INFER-CATEGORY" and all(len(r) > 2 for r in rules[:4]) and rules[4] == []
