@@ -31,7 +31,7 @@ from ..model import BuyerEvent, Message, Outcome, message_json_schema
 from ..timeline import in_force_on, local_date, timeline_rows
 from .metrics import Metrics
 from .service import RequestProblem, Service
-from .store import StoreError
+from .store import LATEST, StoreError
 from .tokens import TokenEntry, verify
 
 log = logging.getLogger("msgpolicy.serve")
@@ -423,6 +423,8 @@ def create_app(service: Service, tokens: Optional[list[TokenEntry]] = None) -> F
             metrics.store_error()
             log.error("readiness: %s", exc)
             return _problem(503, "Not ready", "the history database does not answer")
+        if version < LATEST:
+            return _problem(503, "Not ready", f"the database schema is at version {version}, this server needs {LATEST}")
         return _json({"status": "ready", "store": service.store.dialect, "schema_version": version})
 
     @app.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},

@@ -109,6 +109,7 @@ CREATE INDEX decisions_time ON decisions (decided_at)
 """
 
 MIGRATIONS: list[tuple[int, str]] = [(1, _V1)]
+LATEST = max(v for v, _ in MIGRATIONS)
 
 _SERIAL = {"sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT", "postgresql": "BIGSERIAL PRIMARY KEY"}
 
@@ -426,9 +427,8 @@ def open_store(url: Optional[str]) -> Store:
         url = os.environ.get("MSGPOLICY_STORE") or str(default_store_path())
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url)
-    if url.startswith("sqlite:///"):
+    if url.startswith("sqlite:///"):  # sqlite:///relative/path, sqlite:////absolute/path
         url = url[len("sqlite:///"):]
-        url = url if url.startswith("/") else url
     elif url.startswith("sqlite://"):
         url = url[len("sqlite://"):]
     return SQLiteStore(url)
