@@ -416,7 +416,7 @@ class DecisionWriter:
                 batch.extend(more)
                 taken += 1
             try:
-                with self.store.transaction(write=True) as tx:
+                with self.store.transaction(write=True, durable=False) as tx:
                     tx.add_decisions(batch)
             except Exception:  # noqa: BLE001 - a lost log entry must not stop the server
                 self.errors += 1

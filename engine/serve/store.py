@@ -234,7 +234,9 @@ class Store:
     def __init__(self, url: str):
         self.url = url
 
-    def transaction(self, write: bool = False) -> contextlib.AbstractContextManager[Transaction]:
+    def transaction(self, write: bool = False, durable: bool = True) -> contextlib.AbstractContextManager[Transaction]:
+        """`durable=False`: the commit may return before it reaches the disk (the decision log of
+        checks without commit); a later durable commit syncs it too."""
         raise NotImplementedError
 
     def schema_version(self) -> int:
@@ -298,21 +300,25 @@ class SQLiteStore(Store):
         return conn
 
     @contextlib.contextmanager
-    def transaction(self, write: bool = False) -> Iterator[Transaction]:
+    def transaction(self, write: bool = False, durable: bool = True) -> Iterator[Transaction]:
         # One writer at a time in this process: threads queue on a lock instead of in
         # SQLite's busy handler, which sleeps in steps of up to 100 ms.
         if write:
             with self._write_lock:
-                with self._transaction(True) as tx:
+                with self._transaction(True, durable) as tx:
                     yield tx
         else:
-            with self._transaction(False) as tx:
+            with self._transaction(False, True) as tx:
                 yield tx
 
     @contextlib.contextmanager
-    def _transaction(self, write: bool) -> Iterator[Transaction]:
+    def _transaction(self, write: bool, durable: bool) -> Iterator[Transaction]:
         try:
             conn = self._conn()
+            mode = "FULL" if durable else "NORMAL"  # NORMAL in WAL mode: synced at the next FULL commit or checkpoint
+            if getattr(self._local, "sync", "FULL") != mode:
+                conn.execute(f"PRAGMA synchronous={mode}")
+                self._local.sync = mode
             # IMMEDIATE takes the write lock up front: the history read and the insert are one step.
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.Error as exc:
@@ -372,10 +378,12 @@ class PostgresStore(Store):
         conn.close()
 
     @contextlib.contextmanager
-    def transaction(self, write: bool = False) -> Iterator[Transaction]:
+    def transaction(self, write: bool = False, durable: bool = True) -> Iterator[Transaction]:
         conn = self._get()
         ok = False
         try:
+            if not durable:
+                conn.execute("SET LOCAL synchronous_commit = off")
             yield Transaction(self, conn)
             conn.commit()
             ok = True
