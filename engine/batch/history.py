@@ -107,6 +107,37 @@ def quotes(messages: pl.DataFrame, answered: pl.DataFrame, horizon: float) -> pl
     return pl.Series(out, dtype=pl.Boolean)
 
 
+def earlier_per_key(frame: pl.DataFrame) -> pl.DataFrame:
+    """For each row of `frame` (key, def, poss, message_id, t; in log order), over the earlier
+    rows of its key: `count` of def rows, `maybe` of poss rows, `first` def row's message_id,
+    and `touch`, the latest t of a def or poss row (null when none).
+
+    Window functions over a key with many small groups (orders) cost about a microsecond a
+    row each; this sorts once by key and scans: running sums less each group's base, and the
+    running maximum made segmented by offsetting each group's dense ranks of t above the last's."""
+    d, q = pl.col("def").cast(pl.Int64), pl.col("poss").cast(pl.Int64)
+    start = (pl.col("key") != pl.col("key").shift(1)).fill_null(True)
+    ranks = frame["t"].unique().sort()
+    span = len(ranks) + 1
+    s = frame.select("key", "def", "poss", "message_id", "t").with_row_index("row").sort("key", maintain_order=True)
+    s = s.with_columns(start=start, cd=d.cum_sum() - d, cq=q.cum_sum() - q,
+                       rank=pl.col("t").rank("dense").cast(pl.Int64))
+    s = s.with_columns(base=pl.col("start").cast(pl.Int64).cum_sum() * span)
+    s = s.with_columns(count=pl.col("cd") - pl.when("start").then("cd").forward_fill(),
+                       maybe=pl.col("cq") - pl.when("start").then("cq").forward_fill(),
+                       mark=pl.when(pl.col("def") | pl.col("poss")).then(pl.col("base") + pl.col("rank"))
+                       .otherwise(pl.col("base")))
+    s = s.with_columns(
+        # Only one row of a key is its first def; the fill reaches back no further than it.
+        first=pl.when(pl.col("count") > 0).then(
+            pl.when(pl.col("def") & (pl.col("count") == 0)).then(pl.col("message_id")).forward_fill()),
+        seen=pl.when(pl.col("start")).then(pl.col("base")).otherwise(pl.col("mark").shift(1)).cum_max()
+        - pl.col("base"))
+    touch = pl.when(pl.col("seen") > 0).then(pl.col("seen") - 1)
+    return s.sort("row").select("count", "maybe", "first",
+                                pl.lit(ranks).gather(touch).alias("touch") if len(ranks) else pl.lit(None, pl.Float64).alias("touch"))
+
+
 def prior_counts(messages: pl.DataFrame, spec, counting: pl.Expr, possible: pl.Expr,
                  horizon: float) -> pl.DataFrame:
     """(count, first, possible) before each message for one prior_count detector."""
@@ -114,13 +145,7 @@ def prior_counts(messages: pl.DataFrame, spec, counting: pl.Expr, possible: pl.E
     frame = messages.select(
         "pos", "message_id", "t", "clock", pl.col(key).alias("key"),
         counting.alias("def"), possible.alias("poss"))
-    frame = frame.with_columns(
-        count=pl.col("def").cast(pl.Int64).cum_sum().shift(1, fill_value=0).over("key"),
-        maybe=pl.col("poss").cast(pl.Int64).cum_sum().shift(1, fill_value=0).over("key"),
-        first=pl.when(pl.col("def") & (pl.col("def").cast(pl.Int64).cum_sum() == 1))
-        .then(pl.col("message_id")).shift(1).forward_fill().over("key"),
-        touch=pl.when(pl.col("def") | pl.col("poss")).then(pl.col("t")).shift(1).cum_max().over("key"),
-    )
+    frame = frame.hstack(earlier_per_key(frame))
     reset = (frame["touch"] < frame["clock"] - horizon).fill_null(False)
     flagged = frame.filter(reset)["key"].unique()
     out = frame.select("count", "first", "maybe")

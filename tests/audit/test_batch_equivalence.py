@@ -258,3 +258,27 @@ def test_batch_writes_inference_notes_as_the_stream_does(policies, tmp_path):
     rules = [[f["rule"] for f in r["findings"]] for r in written]
     assert all("INFER-LANGUAGE" in r[:2] and r[0].startswith("INFER-") for r in rules[:4]), rules
     assert rules[3][0] == "INFER-CATEGORY" and all(len(r) > 2 for r in rules[:4]) and rules[4] == []
+
+
+def test_batch_forgets_an_order_history_after_a_message_that_did_not_count(policies, tmp_path):
+    """A review request, then a message on the order that counts for nothing, then another
+    review request after --history-days of log time: the first is forgotten (the streaming
+    audit's expiry), however many uncounted messages came between."""
+    common = ('"order_id": "111-0000001-0000009", "buyer_id": "B9", "channel": "email", "marketplace": "US", '
+              '"buyer_language": "en", "language": "en"')
+    records = [("R1", "2021-03-01T10:00:00Z", "review_request", "Please review", "How was it? Leave a review."),
+               ("S1", "2021-03-02T10:00:00Z", "shipment_confirmation", "Shipped", "It shipped."),
+               ("R2", "2021-05-20T10:00:00Z", "review_request", "Please review", "How was it? Leave a review.")]
+    log = tmp_path / "expiry.jsonl"
+    log.write_text("".join(
+        '{"message_id": "%s", "sent_at": "%s", "category": "%s", "subject": "%s", "body": "%s", %s}\n'
+        % (mid, sent, cat, subject, body, common) for mid, sent, cat, subject, body in records))
+    outputs = {}
+    for engine in ("stream", "batch"):
+        results = tmp_path / f"{engine}.jsonl"
+        audit(policies, AuditConfig(paths=[log], jobs=1, history_days=30, results=results, engine=engine))
+        outputs[engine] = results.read_bytes()
+    assert outputs["batch"] == outputs["stream"]
+    last = orjson.loads(outputs["batch"].splitlines()[-1])
+    assert not any("earlier" in str(f.get("evidence", "")) and "1 earlier" in str(f["evidence"])
+                   for f in last["findings"]), last
