@@ -13,7 +13,11 @@ Development data: every corpus classifier.yaml trains the model on
 * `vocabulary` the vocabulary alone. Its phrases were written after reading much
                of the development data: its figure is partly "seen";
 * `blend`      what the engine runs (vocabulary + the model trained on the other
-               folds, the engine's decision rule); partly seen (the vocabulary);
+               folds, conformal sets calibrated on the other folds' out-of-fold
+               scores); partly seen (the vocabulary). With it: the sets' coverage,
+               mean size, share decided and precision, and the raw-vs-labelled
+               verdict agreement through the engine (each message judged at
+               2021-06-01 raw and with its true category);
 * `--heldout FILE` (repeatable): messages never used for anything, in the corpus
                format (category, subject, body, channel, is_reply, attachments,
                language). Scored with the engine exactly as configured (model
