@@ -277,9 +277,11 @@ class Service:
         request_id = request_id or uuid.uuid4().hex
         messages = [r for r in records if isinstance(r, Message)]
         ids = [m.message_id for m in messages]
+        # The stored records that can bear on these: same buyers, same orders, the messages answered.
         buyers = {r.buyer_id for r in records}
         orders = {m.order_id for m in messages}
         replies = {m.reply_to for m in messages if m.reply_to}
+
         def decide(stored):
             judged = self._judge(policies, stored, records, at, deadline, exclude=set(ids))
             decided_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
@@ -302,8 +304,8 @@ class Service:
                                  r.buyer_id, record_json(r)) for r in records], request_id)
                 tx.add_decisions(decisions)
         else:
-            # A check alone holds no write lock; its decisions are logged a moment later, in batches
-            # (one transaction and one sync for many checks), by the writer thread.
+            # A check alone holds no write lock; its decisions are logged a moment later, many to a
+            # transaction, by the writer thread (without waiting for the disk).
             with self.store.transaction() as tx:
                 stored = tx.history(buyers, orders, replies)
             judged, decisions = decide(stored)
