@@ -156,8 +156,10 @@ class Transaction:
     def lock(self, keys: Iterable[str]) -> None:
         """Serialize writers that touch the same buyers/orders (PostgreSQL; SQLite has one writer)."""
         if self.store.dialect == "postgresql":
-            for key in sorted(set(keys)):  # a fixed order: no deadlock between two writers
-                self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
+            keys = sorted(set(keys))  # taken in a fixed order: no deadlock between two writers
+            if keys:
+                self.execute("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(?::text[]) AS k ORDER BY k",
+                             (keys,)).fetchall()
 
     def history(self, buyers: Iterable[str], orders: Iterable[str], message_ids: Iterable[str]) -> list[StoredRecord]:
         """Every stored record that can bear on messages of these buyers/orders or answering these ids."""
@@ -358,28 +360,32 @@ class PostgresStore(Store):
         self.integrity_errors = (psycopg.errors.UniqueViolation,)
         self.operational_errors = (psycopg.errors.UndefinedTable,)
         self._pool: list = []
+        self._readers: list = []
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
 
-    def _get(self):
+    def _get(self, write: bool):
+        pool = self._pool if write else self._readers
         with self._pool_lock:
-            if self._pool:
-                return self._pool.pop()
+            if pool:
+                return pool.pop()
         try:
-            return self._psycopg.connect(self.url, autocommit=False, connect_timeout=10)
+            # Reads are single statements: autocommit spares the BEGIN/COMMIT round trips.
+            return self._psycopg.connect(self.url, autocommit=not write, connect_timeout=10)
         except self._psycopg.Error as exc:
             raise StoreError(f"postgresql: {_first_line(exc)}") from exc
 
     def _put(self, conn) -> None:
+        pool = self._readers if conn.autocommit else self._pool
         with self._pool_lock:
-            if len(self._pool) < self._pool_size and not conn.closed:
-                self._pool.append(conn)
+            if len(pool) < self._pool_size and not conn.closed:
+                pool.append(conn)
                 return
         conn.close()
 
     @contextlib.contextmanager
     def transaction(self, write: bool = False, durable: bool = True) -> Iterator[Transaction]:
-        conn = self._get()
+        conn = self._get(write)
         ok = False
         try:
             if not durable:
@@ -413,10 +419,11 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         with self._pool_lock:
-            for conn in self._pool:
+            for conn in self._pool + self._readers:
                 with contextlib.suppress(Exception):
                     conn.close()
             self._pool.clear()
+            self._readers.clear()
 
 
 def _first_line(exc: BaseException) -> str:
