@@ -196,6 +196,29 @@ def score_file(rows: list[dict], base: Classifier, policies=None) -> dict:
     return out
 
 
+# Other exports' spellings of a record's channel (Amazon's Buyer-Seller Messaging is Seller Central's).
+CHANNEL_ALIASES = {"buyer_seller_messaging": "seller_central"}
+_IMAGE = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+
+
+def normalise(row: dict) -> dict:
+    """A held-out line in the record's terms: a channel alias mapped, and an attachment given as
+    a file name (not a kind) typed by its extension alone (image, else other), the same for the
+    classifier and for the verdicts, so nothing is read from its name but what a record holds."""
+    from engine.model import AttachmentKind, Channel
+
+    kinds = {k.value for k in AttachmentKind}
+    channel = CHANNEL_ALIASES.get(row.get("channel") or "email", row.get("channel") or "email")
+    Channel(channel)  # an unknown channel is an error, not a guess
+    attachments = []
+    for a in row.get("attachments") or ():
+        if isinstance(a, dict) or a in kinds:
+            attachments.append(a)
+        else:
+            attachments.append({"name": a, "kind": "image" if a.lower().endswith(_IMAGE) else "other"})
+    return {**row, "channel": channel, "attachments": attachments}
+
+
 def overlap(rows: list[dict], training: list[dict]) -> int:
     """Messages of `rows` whose subject and body also occur in the training data (would be scored on seen text)."""
     seen = {(r.get("subject") or "", r.get("body") or "") for r in training}
@@ -323,7 +346,7 @@ def main(argv=None) -> int:
                 print(show(label, figures))
     training = rows
     for path in args.heldout:
-        held = read_corpus(path)
+        held = [normalise(r) for r in read_corpus(path)]
         seen = overlap(held, training)
         report.setdefault("heldout", {})[str(path)] = result = score_file(held, base, policies)
         result["seen_in_training"] = seen
