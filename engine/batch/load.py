@@ -34,7 +34,7 @@ _MESSAGE_SCHEMA = {
     "initiated_by": pl.String, "reply_to": pl.String, "channel": pl.String, "subject": pl.String,
     "body": pl.String, "category": pl.String, "buyer_opted_out": pl.Boolean, "delivered_us": pl.Int64,
     "order_placed_us": pl.Int64, "language": pl.String, "buyer_language": pl.String,
-    "handmade": pl.Boolean, "slow": pl.Boolean,
+    "handmade": pl.Boolean, "slow": pl.Boolean, "attachments_json": pl.String,
 }
 _EVENT_SCHEMA = {"pos": pl.Int64, "buyer_id": pl.String, "at_us": pl.Int64, "ev_state": pl.Boolean}
 
@@ -52,7 +52,7 @@ def _message_row(pos: int, file: int, line: int, m: Message) -> dict:
         "category": m.category.value if m.category is not None else None,
         "buyer_opted_out": m.buyer_opted_out, "delivered_us": _us(m.delivered_at),
         "order_placed_us": _us(m.order_placed_at), "language": m.language, "buyer_language": m.buyer_language,
-        "handmade": m.handmade, "slow": True,
+        "handmade": m.handmade, "slow": True, "attachments_json": None,
     }
 
 
@@ -115,8 +115,11 @@ def _fast_plans(raw: pl.LazyFrame, file: int, base: int) -> tuple[pl.LazyFrame, 
         pl.when(pl.col("t_handmade") == BOOLEAN).then(pl.col("s_handmade") == "true")
         .otherwise(None).alias("handmade"),
         # A message with attachments keeps its model object for the detectors that read them
-        # (validated when first asked for: see _Objects).
+        # (validated when first asked for: see _Objects); their canonical JSON is kept too, for
+        # the detectors that read it natively.
         (pl.col("t_attachments").is_not_null() & (pl.col("s_attachments") != "[]")).alias("slow"),
+        pl.when(pl.col("t_attachments").is_not_null() & (pl.col("s_attachments") != "[]"))
+        .then(pl.col("s_attachments")).alias("attachments_json"),
     )
     events = raw.filter(pl.col("fast") == "event").select(
         (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.col("s_buyer_id").alias("buyer_id"),

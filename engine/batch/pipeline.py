@@ -60,6 +60,7 @@ from .load import _Loaded, _Objects, load
 from .texts import TEXT_KINDS, Views
 
 _DAY_US = 86_400_000_000
+_ATTACHMENTS = pl.List(pl.Struct({"name": pl.String, "kind": pl.String}))
 
 
 @dataclass
@@ -460,8 +461,11 @@ def _detectors(policies, messages, vsets, loaded, horizon):
             sub = messages.with_row_index("row").filter(rows_mask)
             name = spec.field
             direct = name in MESSAGE_FIELDS and name in messages.columns
+            # Only a record validated one by one (or an extra field) is read from its model object.
+            per_line = pl.col("slow") & pl.col("attachments_json").is_null()
             for row, pos, slow, value in sub.select(
-                    "row", "pos", "slow", pl.col(name) if direct else pl.lit(None)).iter_rows():
+                    "row", "pos", per_line if direct else pl.col("slow"),
+                    pl.col(name) if direct else pl.lit(None)).iter_rows():
                 if slow:
                     m = loaded.objects[pos]
                     value = getattr(m, name, None)
@@ -470,14 +474,24 @@ def _detectors(policies, messages, vsets, loaded, horizon):
                 values[row], spans[row] = (None, "") if value is None else (bool(value), f"{name} = {value}")
         elif kind is AttachmentsDetector:
             sub = messages.with_row_index("row").filter(rows_mask)
-            for row, pos, slow in sub.select("row", "pos", "slow").iter_rows():
-                values[row], spans[row] = False, ""
-                if slow:
-                    for attachment in loaded.objects[pos].attachments:
-                        if attachment.kind not in spec.allowed_kinds:
-                            values[row] = True
-                            spans[row] = f"{attachment.name} ({attachment.kind.value})"
-                            break
+            for row in sub["row"].to_list():
+                values[row] = False
+            # Taken in bulk, a message's attachments are canonical JSON: read natively.
+            allowed = [k.value for k in spec.allowed_kinds]
+            outside = (sub.filter(pl.col("attachments_json").is_not_null())
+                       .select("row", pl.col("attachments_json").str.json_decode(_ATTACHMENTS).alias("a"))
+                       .explode("a").unnest("a").filter(~pl.col("kind").is_in(allowed))
+                       .group_by("row", maintain_order=True).first())
+            for row, name, found in outside.select("row", "name", "kind").iter_rows():
+                values[row], spans[row] = True, f"{name} ({found})"
+            # Validated one by one, it has its model object.
+            for row, pos in sub.filter(pl.col("slow") & pl.col("attachments_json").is_null()).select(
+                    "row", "pos").iter_rows():
+                for attachment in loaded.objects[pos].attachments:
+                    if attachment.kind not in spec.allowed_kinds:
+                        values[row] = True
+                        spans[row] = f"{attachment.name} ({attachment.kind.value})"
+                        break
         else:
             raise TypeError(f"the batch engine has no evaluation for detector {spec!r}")
         new_cols.append(pl.Series(vcol, values, dtype=pl.Boolean))

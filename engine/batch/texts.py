@@ -105,19 +105,38 @@ def _each_distinct(texts: list, rows: list, check: Callable[[str], tuple]) -> di
 Result = tuple[list, list]  # values (True/False/None) and spans ("" when none)
 
 
+def _starts(column: pl.Series, patterns: list[tuple[str, int]]) -> pl.Series:
+    """Per row, where the exact pattern can first match, as a byte offset (null: nowhere).
+
+    The superset matches wherever the Python pattern does, at the same start, so its
+    leftmost match is at or before the Python one's. Under IGNORECASE a row holding a
+    character only Python folds may match the superset nowhere near the Python match:
+    such rows start at 0, as do all rows when the patterns have no superset."""
+    combined = _combined(tuple(patterns))
+    if combined is None:
+        return pl.Series(values=[0] * len(column), dtype=pl.UInt32)
+    starts = column.str.find(combined)
+    if any(flags & re.IGNORECASE for _, flags in patterns):
+        doubt = column.str.contains(FOLD_DOUBT_PATTERN).fill_null(False)
+        starts = pl.select(pl.when(doubt).then(pl.lit(0, dtype=starts.dtype)).otherwise(starts)).to_series()
+    return starts
+
+
 def _regex_detector(spec, views: Views, n: int) -> Result:
-    patterns = spec._alternative_patterns()
-    flags = spec._flags
-    candidates = None
-    for name in spec.fields:
-        m = _mask(views.column(name), [(p, flags) for p in patterns])
-        candidates = m if candidates is None else candidates | m
+    patterns = [(p, spec._flags) for p in spec._alternative_patterns()]
     values, spans = [False] * n, [""] * n
     regex = spec.regex
-    texts = [views.values(name) for name in spec.fields]
-    for i in candidates.arg_true().to_list():
-        for column in texts:
-            match = regex.search(column[i])
+    fields = [(views.values(name), _starts(views.column(name), patterns).to_list()) for name in spec.fields]
+    candidates = sorted({i for _, starts in fields for i, at in enumerate(starts) if at is not None})
+    for i in candidates:
+        for texts, starts in fields:
+            at = starts[i]
+            if at is None:
+                continue
+            text = texts[i]
+            # The offset is in UTF-8 bytes; the search wants characters. Starting there skips the
+            # text before it, which is most of the exact pattern's work.
+            match = regex.search(text, at if text.isascii() else len(text.encode()[:at].decode()))
             if match:
                 values[i], spans[i] = True, match.group(0).strip()
                 break
