@@ -398,7 +398,7 @@ def create_app(service: Service, tokens: Optional[list[TokenEntry]] = None) -> F
              summary="The decision log: every verdict with its record, history, engine and policy hashes")
     def decisions(order_id: Optional[str] = Query(None),
                   since: Optional[dt.datetime] = Query(None, description="decided at or after this instant"),
-                  after: int = Query(0, ge=0, description="decisions with a larger id (paging)"),
+                  after: int = Query(0, ge=0, le=2**63 - 1, description="decisions with a larger id (paging)"),
                   limit: int = Query(100, ge=1, le=1000)):
         if since is not None and since.tzinfo is None:
             raise RequestProblem(422, "Invalid request", "since: give a UTC offset",
