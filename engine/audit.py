@@ -745,10 +745,11 @@ def _preload_language_models(policies) -> None:
     preload(tuple(settings.languages), settings.accuracy)
 
 
-# The batch engine holds the whole log as columns: measured at about 16 bytes of memory (Pss of
-# the process tree, --jobs 2) per byte of JSON Lines input. Below a few megabytes its worker
-# start-up costs more than streaming saves.
-BATCH_MEMORY_PER_INPUT_BYTE = 16
+# The batch engine holds the whole log as columns: measured at 10-16 bytes of memory (Pss of
+# the process tree, --jobs 2) per byte of a labelled JSON Lines log, and up to 20 for a raw one
+# (categories inferred); the choice assumes 24. Below a few megabytes its worker start-up
+# costs more than streaming saves.
+BATCH_MEMORY_PER_INPUT_BYTE = 24
 BATCH_MIN_INPUT_BYTES = 8 << 20
 
 

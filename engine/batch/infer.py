@@ -19,11 +19,12 @@ from .texts import Views
 
 
 def message_object(loaded, pos: int, file: int, line: int) -> Message:
-    found = loaded.objects.get(pos)
+    """The record's model object: kept if it was validated one by one, else built from its
+    line for this use only (kept, a raw log's objects would hold gigabytes)."""
+    found = dict.get(loaded.objects, pos)
     if found is None:
         data, offsets = loaded.raw[file]
         found = to_record(orjson.loads(line_bytes(data, offsets, line - 1)), "", line)
-        loaded.objects[pos] = found
     return found
 
 
