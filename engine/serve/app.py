@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from .. import __version__
 from ..conditions import describe
-from ..model import BuyerEvent, Message, Outcome, message_json_schema
+from ..model import BuyerEvent, Finding, Message, Verdict, message_json_schema
 from ..timeline import in_force_on, local_date, timeline_rows
 from .metrics import Metrics
 from .service import RequestProblem, Service
@@ -82,26 +82,16 @@ class EventsRequest(BaseModel):
         description="buyer opt-out/opt-in events and buyer messages (initiated_by: buyer)")
 
 
-class PolicyRefOut(BaseModel):
-    policy: str
-    version: str
+class FindingOut(Finding):
+    """A finding as `check --format json` prints it: evidence only when there is some."""
 
-
-class FindingOut(BaseModel):
-    rule: str
-    policy: str
-    version: str
-    outcome: Outcome
-    reason: str
-    sources: list[str]
     evidence: Optional[dict[str, str]] = None
 
 
-class VerdictOut(BaseModel):
-    message_id: str
+class VerdictOut(Verdict):
+    """A verdict as `check --format json` prints it (the instant as its ISO text)."""
+
     evaluated_at: str
-    outcome: Outcome
-    policies: list[PolicyRefOut]
     findings: list[FindingOut]
 
 
