@@ -36,13 +36,12 @@ Design (see also `msgpolicy audit --help`):
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import heapq
-import io
 import multiprocessing as mp
 import os
+import signal
 import sys
 import tempfile
 import zlib
@@ -61,8 +60,9 @@ from .evaluate import Judge, When, forget_oldest_half
 from .detectors import TextViews
 from .facts import History, facts_for, structural_facts
 from .timeline import in_force_on, marketplace_zone
-from .io import LIST_COLUMNS, InputError, _csv_value, to_record
-from .mapping import ColumnMap, apply_map
+from .io import InputError, atomic_output, check_log_file, log_items, prepare, to_record
+from .mapping import ColumnMap
+from .policyfile import MsgpolicyError
 from .model import BuyerEvent, InitiatedBy, Message, Outcome, Verdict, finding_json
 # The results formats live in engine.results; re-exported for existing callers.
 from .results import RESULT_COLUMNS, write_results  # noqa: F401
@@ -79,61 +79,13 @@ ORDERS_KEPT = 20_000
 
 
 def _jsonl_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]:
-    """(line, parsed object or InputError, bytes consumed)."""
-    with open(path, "rb", buffering=1 << 20) as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                yield number, None, len(raw)
-                continue
-            try:
-                obj = orjson.loads(raw)
-                # A JSON null line is a record that is not an object, not a blank line.
-                yield number, (to_record(obj, source, number) if obj is None else obj), len(raw)
-            except orjson.JSONDecodeError as exc:
-                yield number, InputError(source, number, None, None, f"malformed JSON: {exc}"), len(raw)
+    """(line, parsed object or InputError or None, bytes consumed) of a JSON file."""
+    return log_items(path)
 
 
-def _csv_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]:
-    with open(path, "r", encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            line = reader.line_num
-            if None in row:
-                yield line, InputError(source, line, row.get("message_id"), None,
-                                       "more cells than header columns"), 0
-                continue
-            data = {k: v for k, v in ((k, _csv_value(k, v)) for k, v in row.items()) if v is not None}
-            yield line, data, 0
-
-
-def _parquet_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]:
-    import pyarrow.parquet as pq
-
-    row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
-        for data in batch.to_pylist():
-            row += 1
-            out = {}
-            for k, v in data.items():
-                if v is None:
-                    continue
-                if k in LIST_COLUMNS and isinstance(v, str):
-                    try:
-                        v = orjson.loads(v)
-                    except orjson.JSONDecodeError:
-                        pass
-                out[k] = v
-            yield row, out, 0
-
-
-def stream_items(path: Union[str, Path]) -> Iterator[tuple[int, object, int]]:
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return _parquet_items(path, str(path))
-    if suffix == ".csv":
-        return _csv_items(path, str(path))
-    return _jsonl_items(path, str(path))
+def stream_items(path: Union[str, Path], mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, object, int]]:
+    """The raw items of one log (engine.io.log_items: the reader `check` uses too)."""
+    return log_items(path, mapping)
 
 
 def sha256_file(path: Union[str, Path]) -> str:
@@ -542,17 +494,8 @@ class AuditConfig:
 
 
 def _mapped(obj: dict, mapping) -> dict:
-    """A tool export's row as a record dict (engine.mapping); list columns renamed by the
-    map still hold their JSON text, parsed here as the readers do for record-named columns."""
-    data = apply_map(obj, mapping)
-    for name in LIST_COLUMNS:
-        value = data.get(name)
-        if isinstance(value, str):
-            try:
-                data[name] = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                pass  # validation names the column
-    return data
+    """A tool export's row as a record dict (engine.io.prepare)."""
+    return prepare(obj, mapping)
 
 
 def log_time(obj, not_after: float) -> Optional[float]:
@@ -617,7 +560,7 @@ def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Su
     done_bytes = 0
     for file_index, path in enumerate(cfg.paths):
         source = str(path)
-        for line, obj, nbytes in stream_items(path):
+        for line, obj, nbytes in stream_items(path, mapping):
             done_bytes += nbytes
             if progress is not None and line % 4096 == 0:
                 progress(done_bytes, summary.read)
@@ -685,15 +628,15 @@ def _run(judge, policies, cfg, worker, out_results, out_rejects, progress) -> Su
 # ---- merging parts back in input order ------------------------------------------------------
 
 
-def _part_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    with open(path, "rb", buffering=1 << 20) as fh:
-        for raw in fh:
-            a, b, payload = raw.split(b"\t", 2)
-            yield int(a), int(b), payload
+def _part_lines(part) -> Iterator[tuple[int, int, bytes]]:
+    part.seek(0)
+    for raw in part:
+        a, b, payload = raw.split(b"\t", 2)
+        yield int(a), int(b), payload
 
 
-def merged(parts: list[Path]) -> Iterator[bytes]:
-    """Payload lines of all parts in (file, line) order."""
+def merged(parts: list) -> Iterator[bytes]:
+    """Payload lines of all parts (open binary files) in (file, line) order."""
     if len(parts) == 1:
         for _, _, payload in _part_lines(parts[0]):
             yield payload
@@ -713,23 +656,66 @@ class AuditResult:
     results_written: int = 0
 
 
-def _worker_main(policies, cfg, worker, res_path, rej_path, counter, conn):
+class AuditError(MsgpolicyError):
+    """A worker failed; `detail` holds its traceback (shown under --debug)."""
+
+    kind = "audit error"
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to kill this worker when its parent dies (Linux); elsewhere a worker
+    notices at its next write to the results pipe at the latest."""
     try:
-        with open(res_path, "wb", buffering=1 << 20) as r, open(rej_path, "wb", buffering=1 << 20) as j:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_main(policies, cfg, worker, res_part, rej_part, counter, conn, parent):
+    _die_with_parent(parent)
+    try:
+        # The parts are unnamed temporary files shared with the parent (nothing is left
+        # behind however the audit ends); each side has its own buffer over them.
+        with open(os.dup(res_part.fileno()), "wb", buffering=1 << 20) as r, \
+                open(os.dup(rej_part.fileno()), "wb", buffering=1 << 20) as j:
             def progress(nbytes, judged):
                 counter[worker] = judged
             summary = run_worker(policies, cfg, worker, r, j, progress)
         conn.send(("ok", summary))
     except BaseException as exc:  # report, never hang the parent
         import traceback
-        conn.send(("error", traceback.format_exc()))
-        conn.close()
-        os._exit(1)
+        if isinstance(exc, MsgpolicyError):
+            message = f"{exc.kind}: {exc}"
+        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            message = "interrupted"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        try:
+            conn.send(("error", (message, traceback.format_exc())))
+            conn.close()
+        finally:
+            os._exit(1)
     conn.close()
     # Skip interpreter teardown (the pipe is closed, the files flushed).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _stop(procs) -> None:
+    """Stop the workers and reap them, with bounded waits."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(2)
+        if p.is_alive():
+            p.kill()
+            p.join(2)
 
 
 def _preload_language_models(policies) -> None:
@@ -783,7 +769,10 @@ def choose_engine(cfg: AuditConfig) -> str:
 
 
 def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None]] = None) -> AuditResult:
-    """Run the audit; results (if cfg.results) and rejects (if cfg.rejects) are written."""
+    """Run the audit; results (if cfg.results) and rejects (if cfg.rejects) are written.
+    A log that cannot be read as a whole raises LogError before any work starts."""
+    for path in cfg.paths:
+        check_log_file(path, cfg.mapping)
     cfg.engine = choose_engine(cfg)
     if cfg.engine == "batch":
         from .batch.pipeline import audit_batch
@@ -794,12 +783,12 @@ def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None
     if cfg.started is None:
         cfg.started = dt.datetime.now(dt.timezone.utc).timestamp()
     _preload_language_models(policies)
-    tmp = tempfile.mkdtemp(prefix="msgpolicy-audit-")
-    res_parts = [Path(tmp) / f"results.{w}" for w in range(jobs)]
-    rej_parts = [Path(tmp) / f"rejects.{w}" for w in range(jobs)]
+    res_parts = [tempfile.TemporaryFile(prefix="msgpolicy-audit-") for _ in range(jobs)]
+    rej_parts = [tempfile.TemporaryFile(prefix="msgpolicy-audit-") for _ in range(jobs)]
     try:
         if jobs == 1:
-            with open(res_parts[0], "wb", buffering=1 << 20) as r, open(rej_parts[0], "wb", buffering=1 << 20) as j:
+            with open(os.dup(res_parts[0].fileno()), "wb", buffering=1 << 20) as r, \
+                    open(os.dup(rej_parts[0].fileno()), "wb", buffering=1 << 20) as j:
                 cb = (lambda nbytes, judged: on_progress(judged)) if on_progress else None
                 summary = run_worker(policies, cfg, 0, r, j, cb)
             input_hashes = {str(p): sha256_file(p) for p in cfg.paths}
@@ -808,36 +797,44 @@ def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None
             ctx = mp.get_context("fork")
             counter = ctx.Array("q", jobs, lock=False)
             procs, conns = [], []
-            for w in range(jobs):
-                parent_conn, child_conn = ctx.Pipe(duplex=False)
-                p = ctx.Process(target=_worker_main,
-                                args=(policies, cfg, w, res_parts[w], rej_parts[w], counter, child_conn))
-                p.start()
-                child_conn.close()
-                procs.append(p)
-                conns.append(parent_conn)
-            input_hashes = {str(p): sha256_file(p) for p in cfg.paths}
-            summaries: list = [None] * jobs
-            pending = set(range(jobs))
-            from multiprocessing.connection import wait
-            while pending:
-                ready = wait([conns[w] for w in pending], timeout=0.2)
-                if on_progress:
-                    on_progress(sum(counter))
-                for conn in ready:
-                    w = conns.index(conn)
-                    try:
-                        status, payload = conn.recv()
-                    except EOFError:
-                        status, payload = "error", f"worker {w} died"
-                    pending.discard(w)
-                    if status != "ok":
-                        for p in procs:
-                            p.terminate()
-                        raise RuntimeError(f"audit worker {w} failed:\n{payload}")
-                    summaries[w] = payload
-            for p in procs:
-                p.join()
+            try:
+                for w in range(jobs):
+                    parent_conn, child_conn = ctx.Pipe(duplex=False)
+                    p = ctx.Process(target=_worker_main,
+                                    args=(policies, cfg, w, res_parts[w], rej_parts[w], counter, child_conn,
+                                          os.getpid()))
+                    p.start()
+                    child_conn.close()
+                    procs.append(p)
+                    conns.append(parent_conn)
+                input_hashes = {str(p): sha256_file(p) for p in cfg.paths}
+                summaries: list = [None] * jobs
+                pending = set(range(jobs))
+                from multiprocessing.connection import wait
+                while pending:
+                    ready = wait([conns[w] for w in pending], timeout=0.2)
+                    if on_progress:
+                        on_progress(sum(counter))
+                    for conn in ready:
+                        w = conns.index(conn)
+                        try:
+                            status, payload = conn.recv()
+                        except EOFError:
+                            code = procs[w].exitcode
+                            status, payload = "error", (f"worker {w} died" + (
+                                f" (killed by signal {-code})" if code is not None and code < 0 else ""), None)
+                        pending.discard(w)
+                        if status != "ok":
+                            message, trace = payload
+                            error = AuditError(f"worker {w} failed: {message}")
+                            error.detail = trace
+                            raise error
+                        summaries[w] = payload
+                for p in procs:
+                    p.join()
+            except BaseException:
+                _stop(procs)  # an interrupt, a signal or a failed worker: no worker outlives the audit
+                raise
             summary = Summary()
             for s in summaries:
                 summary.merge(s)
@@ -848,18 +845,14 @@ def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None
             written = write_results(merged(res_parts), Path(cfg.results))
         rejects: list = []
         if cfg.rejects is not None:
-            with open(cfg.rejects, "wb") as fh:
+            with atomic_output(Path(cfg.rejects)) as fh:
                 for payload in merged(rej_parts):
                     fh.write(payload)
         else:
             rejects = [orjson.loads(p) for p in merged(rej_parts)]
     finally:
-        for p in res_parts + rej_parts:
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-        os.rmdir(tmp)
+        for part in res_parts + rej_parts:
+            part.close()
     provenance = {
         "engine": "msgpolicy", "engine_version": __version__,
         "policies": dict(sorted(summary.versions_used.items())),

@@ -1,13 +1,12 @@
 """`classify`: the category and language of every message of a log, and how they were found."""
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from .io import InputError, read_records
+from .io import InputError, SafeCsvWriter, read_records
 from .mapping import ColumnMap
 from .model import Message
 from .policyfile import PolicySet
@@ -87,7 +86,7 @@ def row_text(row: ClassifiedRow) -> str:
 
 def rows_csv(rows: list[ClassifiedRow]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = SafeCsvWriter(out, lineterminator="\n")
     writer.writerow(["message_id", "category", "confidence", "source", "language", "evidence", "alternatives"])
     for r in rows:
         writer.writerow([r.message_id, r.category or "", f"{r.confidence:.4f}", r.source, r.language or "",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,11 +20,15 @@ import orjson
 from . import __version__
 from .check import check_log
 from .conditions import describe
-from .model import Outcome, Verdict, message_json_schema, verdict_json
-from .policyfile import PolicyError, PolicySet, load_policies
+from .io import atomic_output, check_outputs
+from .model import EARLIEST_INSTANT, LATEST_INSTANT, Outcome, Verdict, check_instant, message_json_schema, verdict_json
+from .policyfile import MsgpolicyError, PolicyError, PolicySet, load_policies
 from .timeline import in_force_on, timeline_rows
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+# The longest history horizon: a century, far past any log and well inside date arithmetic.
+MAX_HISTORY_DAYS = 36500
 
 
 def _parse_when(value: Optional[str]):
@@ -32,9 +38,100 @@ def _parse_when(value: Optional[str]):
     from .whatif import SideError, parse_when
 
     try:
-        return parse_when(value)
+        when = parse_when(value)
     except SideError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint="'--on'") from None
+    # A day is read at local noon in any marketplace zone; a margin of two days keeps that inside.
+    if isinstance(when, dt.datetime):
+        try:
+            check_instant(when)
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}", param_hint="'--on'") from None
+    elif not (EARLIEST_INSTANT.date() + dt.timedelta(days=2) <= when <= LATEST_INSTANT.date() - dt.timedelta(days=2)):
+        raise click.BadParameter(f"{value!r}: date out of range (from {EARLIEST_INSTANT.year} up to "
+                                 f"{LATEST_INSTANT.year})", param_hint="'--on'")
+    return when
+
+
+# ---- one error path ------------------------------------------------------------------
+
+# Failures the user can act on, beside MsgpolicyError: a file system refusal, a broken encoding.
+_EXPECTED = (OSError, UnicodeError)
+
+
+class _Terminated(SystemExit):
+    """SIGTERM as an exception, so cleanup (temporary files, workers) runs on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated(EXIT_SIGTERM)
+
+
+def _expected_message(exc: BaseException) -> str:
+    if isinstance(exc, MsgpolicyError):
+        return f"{exc.kind}: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"error: {where}{exc.strerror}"
+    return f"error: {exc}"
+
+
+def _flush_stdout() -> None:
+    """Flush now, inside the handler: a full disk or a closed pipe on stdout is an error to
+    report, not an exception ignored at interpreter exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        raise SystemExit(EXIT_ERROR) from None
+    except OSError as exc:
+        _quiet_stdout()
+        click.echo(f"error: standard output: {exc.strerror or exc}", err=True)
+        raise SystemExit(EXIT_ERROR) from None
+
+
+def _quiet_stdout() -> None:
+    # Python flushes stdout again at exit; point it at /dev/null so that cannot fail twice.
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+class _Main(click.Group):
+    """The one error path of every command: a failure is one line on standard error and exit
+    status 2 (never 1, which means findings); the traceback only with --debug."""
+
+    def invoke(self, ctx):
+        debug = ("--debug" in sys.argv[1:2] or os.environ.get("MSGPOLICY_DEBUG") == "1")
+        try:
+            result = super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except SystemExit:
+            _flush_stdout()
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise SystemExit(EXIT_SIGINT) from None
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise SystemExit(EXIT_ERROR) from None
+        except (MsgpolicyError, *_EXPECTED) as exc:
+            click.echo(_expected_message(exc), err=True)
+            if debug:
+                import traceback
+                click.echo(getattr(exc, "detail", None) or traceback.format_exc(), err=True, nl=False)
+            raise SystemExit(EXIT_ERROR) from None
+        except Exception as exc:  # noqa: BLE001 - the last resort: never a bare traceback
+            click.echo(f"internal error: {type(exc).__name__}: {exc}"
+                       + ("" if debug else " (run with --debug for the traceback)"), err=True)
+            if debug:
+                import traceback
+                click.echo(traceback.format_exc(), err=True, nl=False)
+            raise SystemExit(EXIT_ERROR) from None
+        _flush_stdout()
+        return result
 
 
 def common_options(func):
@@ -59,10 +156,41 @@ def common_options(func):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="msgpolicy")
-def main():
+@click.option("--debug", is_flag=True, help="Print the traceback of a failure (also MSGPOLICY_DEBUG=1).")
+def main(debug):
     """Judge seller-to-buyer messages by the marketplace rules in force when they were sent."""
+    if debug:
+        os.environ["MSGPOLICY_DEBUG"] = "1"
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+# --fail-on: which outcomes make the exit status 1 (the default: any outcome that is not clean).
+FAIL_ON = {
+    "any": frozenset(o for o in Outcome if not o.is_clean),
+    "violation": frozenset({Outcome.violation}),
+    "indeterminate": frozenset({Outcome.violation, Outcome.indeterminate}),
+    "blocked": frozenset({Outcome.violation, Outcome.indeterminate, Outcome.blocked}),
+}
+fail_on_option = click.option(
+    "--fail-on", "fail_on", type=click.Choice(list(FAIL_ON)), default="any", show_default=True,
+    help="Exit 1 when a message gets this outcome or a more severe one (violation > indeterminate > "
+         "blocked); any = every outcome but allowed and no_policy.")
+
+
+def _fails(outcomes, fail_on: str) -> bool:
+    """Whether any of `outcomes` (Outcome or its value) is at or above the --fail-on level."""
+    failing = FAIL_ON[fail_on]
+    return any(Outcome(o) in failing for o in outcomes)
+
+
+def _write_report(output: Optional[Path], report: str) -> None:
+    if output is None:
+        click.echo(report, nl=False)
+        return
+    with atomic_output(output, "w", encoding="utf-8") as fh:
+        fh.write(report)
 
 
 # ---- check -----------------------------------------------------------------------
@@ -103,8 +231,9 @@ map_option = click.option(
 @click.option("--evaluator", type=click.Choice(["durable", "reference"]), default="durable", show_default=True,
               help="durable_rules, or the plain-Python reference interpreter (for cross-checking).")
 @map_option
+@fail_on_option
 @common_options
-def check(file, on, evaluator, map_file, fmt, policies: PolicySet):
+def check(file, on, evaluator, map_file, fail_on, fmt, policies: PolicySet):
     """Judge each message in FILE (a JSON object, or a JSON Lines / CSV / Parquet log)."""
     at = _parse_when(on)
     mapping = _load_map(map_file)
@@ -131,7 +260,7 @@ def check(file, on, evaluator, map_file, fmt, policies: PolicySet):
         counts = Counter(v.outcome for v in verdicts)
         summary = ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o])
         out.write(f"\n{len(verdicts)} message(s) judged: {summary or 'none'}\n")
-    sys.exit(EXIT_CLEAN if all(v.outcome.is_clean for v in verdicts) else EXIT_FINDINGS)
+    sys.exit(EXIT_FINDINGS if _fails((v.outcome for v in verdicts), fail_on) else EXIT_CLEAN)
 
 
 # ---- classify ---------------------------------------------------------------------------
@@ -211,12 +340,13 @@ def timeline(fmt, policies: PolicySet):
 def rules(on, marketplace, fmt, policies: PolicySet):
     """The rules in force on a date, with their sources."""
     when = _parse_when(on) or dt.date.today()
+    if marketplace not in policies.marketplaces:
+        raise click.BadParameter(f"unknown marketplace {marketplace!r} (known: {', '.join(sorted(policies.marketplaces))})",
+                                 param_hint="'--marketplace'")
     day = when if isinstance(when, dt.date) and not isinstance(when, dt.datetime) else None
     if day is None:
         from .timeline import local_date
         day = local_date(policies, when, marketplace)
-    if marketplace not in policies.marketplaces:
-        raise click.BadParameter(f"unknown marketplace {marketplace!r}", param_hint="--marketplace")
     versions = in_force_on(policies, day, marketplace)
     data = []
     for v in versions:
@@ -271,7 +401,7 @@ def schema():
                    "default: reported on standard error.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Worker processes (records are partitioned by buyer; output does not depend on it).")
-@click.option("--history-days", type=click.IntRange(1, None), default=400, show_default=True,
+@click.option("--history-days", type=click.IntRange(1, MAX_HISTORY_DAYS), default=400, show_default=True,
               help="Forget per-buyer/per-order history not touched for this many days of log time.")
 @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Policy directory (default: the policies shipped with the package).")
@@ -287,16 +417,19 @@ def schema():
                    "by the active history); auto: batch for JSON Lines logs from 8 MiB up to what the "
                    "available memory holds, stream otherwise. The same results either way.")
 @map_option
+@fail_on_option
 def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, sensitivity,
-          engine_name, map_file):
+          engine_name, map_file, fail_on):
     """Judge whole logs (JSON Lines, CSV, Parquet) as a stream; bad records are set aside, never fatal.
 
     History follows file order (a real export is sorted by sent_at); a message sent before a
     record already seen for its buyer is judged with the history so far and flagged out_of_order.
-    Exit status: 0 all clean, 1 findings, 2 usage/input error or read != judged + rejected + events.
+    Exit status: 0 all clean, 1 findings, 2 usage/input error, every record rejected, or
+    read != judged + rejected + events.
     """
     from .audit import AuditConfig, audit as run_audit
     from .report import render
+    from .results import RESULT_SUFFIXES
 
     try:
         policies = load_policies(policies_dir, alternatives=alternatives)
@@ -308,6 +441,8 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
         if not log.is_file():
             click.echo(f"input error: {log}: no such file", err=True)
             sys.exit(EXIT_ERROR)
+    check_outputs(logs, {"-o": output, "--results": results, "--rejects": rejects},
+                  {"--results": RESULT_SUFFIXES, "--rejects": (".jsonl", ".json", ".ndjson")})
     cfg = AuditConfig(paths=list(logs), at=at, jobs=jobs, history_days=history_days,
                       results=results, rejects=rejects, mapping=_load_map(map_file), engine=engine_name)
     interactive = sys.stderr.isatty() and sys.stdout.isatty()
@@ -335,7 +470,7 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
                 result = run()
         else:
             result = run()
-    except (OSError, RuntimeError, UnicodeDecodeError) as exc:
+    except RuntimeError as exc:
         # Not a finding: exit 2 so a script never mistakes a failed audit for status 1.
         click.echo(f"audit error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -345,10 +480,7 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
     if sensitivity:
         report = _with_sensitivity(fmt, report, logs, policies_dir, alternatives, at, jobs, history_days, results,
                                    cfg.mapping)
-    if output is not None:
-        output.write_text(report, encoding="utf-8")
-    else:
-        click.echo(report, nl=False)
+    _write_report(output, report)
     s = result.summary
     if not s.balanced:
         click.echo(f"audit error: read {s.read} != judged {s.judged} + rejected {s.rejected} "
@@ -356,9 +488,11 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
         sys.exit(EXIT_ERROR)
     if s.rejected:
         where = f" (see {rejects})" if rejects else ""
+        if s.judged == 0 and s.events == 0:
+            click.echo(f"audit error: all {s.rejected} record(s) rejected{where}; nothing was judged", err=True)
+            sys.exit(EXIT_ERROR)
         click.echo(f"{s.rejected} record(s) rejected{where}", err=True)
-    clean = all(s.outcomes.get(o.value, 0) == 0 for o in Outcome if not o.is_clean)
-    sys.exit(EXIT_CLEAN if clean else EXIT_FINDINGS)
+    sys.exit(EXIT_FINDINGS if _fails((o for o, n in s.outcomes.items() if n), fail_on) else EXIT_CLEAN)
 
 
 def _with_sensitivity(fmt, report, logs, policies_dir, alternatives, at, jobs, history_days, results,
@@ -422,13 +556,16 @@ EXIT_SAME, EXIT_DIFFERENT = 0, 1
 @click.option("--no-witnesses", is_flag=True, help="Exhaustive mode, text: do not print the witness records.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Log mode: audit worker processes per side.")
-@click.option("--history-days", type=click.IntRange(1, None), default=400, show_default=True,
+@click.option("--history-days", type=click.IntRange(1, MAX_HISTORY_DAYS), default=400, show_default=True,
               help="Log mode: as for `msgpolicy audit`.")
 @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Policy directory for both sides (default: the shipped policies).")
 @map_option
+@click.option("--fail-on", "fail_on", type=click.Choice(["change", *FAIL_ON]), default="change", show_default=True,
+              help="Exit 1 on any difference (change), or only when the variant gives some message this "
+                   "outcome or a more severe one that the baseline did not (see `check --fail-on`).")
 def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary_only, max_regions, no_witnesses,
-         jobs, history_days, policies_dir, map_file):
+         jobs, history_days, policies_dir, map_file, fail_on):
     """What changes between a baseline and a variant: on LOGS, or --exhaustive over every possible message.
 
     \b
@@ -458,13 +595,16 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
         if not log.is_file():
             click.echo(f"input error: {log}: no such file", err=True)
             sys.exit(EXIT_ERROR)
+    check_outputs(logs, {"-o": output, "--changes": changes_path},
+                  {"--changes": (".jsonl", ".json", ".ndjson")} if changes_path is not None else None)
     start = time.perf_counter()
     try:
         if exhaustive:
             from .exhaustive import exhaustive_diff
             result = exhaustive_diff(side_a, side_b, policies_dir, max_regions=max_regions)
             report = render_exhaustive(fmt, result, max_regions, witnesses=not no_witnesses)
-            differs = result.differs
+            differs = result.differs if fail_on == "change" else _worsens(
+                ((r.label["from"], r.label["to"]) for r in result.outcomes), fail_on)
             sp = result.space
             click.echo(f"exhaustive: {sp['vectors']:,} fact vectors, {sp['differing_contexts']} context(s) "
                        f"explored, {sp['leaves']:,} leaves, {sp['regions']:,} regions, "
@@ -473,7 +613,8 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
             result = diff_logs(list(logs), side_a, side_b, policies_dir, jobs=jobs, history_days=history_days,
                                changes_path=changes_path, mapping=_load_map(map_file))
             report = render_log_diff(fmt, result, include_changes=not summary_only)
-            differs = result.summary.changed > 0
+            differs = result.summary.changed > 0 if fail_on == "change" else _worsens(
+                (pair for pair, n in result.summary.changed_by_transition.items() if n), fail_on)
             for item in result.rejects:
                 click.echo("input error: " + _reject_text(item), err=True)
             click.echo(f"diff: {result.summary.judged:,} messages judged under each side, "
@@ -481,14 +622,17 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
     except PolicyError as exc:
         click.echo(f"policy error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
-    except (OSError, RuntimeError, JoinError, UnicodeDecodeError) as exc:
+    except (RuntimeError, JoinError) as exc:
         click.echo(f"diff error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
-    if output is not None:
-        output.write_text(report, encoding="utf-8")
-    else:
-        click.echo(report, nl=False)
+    _write_report(output, report)
     sys.exit(EXIT_DIFFERENT if differs else EXIT_SAME)
+
+
+def _worsens(transitions, fail_on: str) -> bool:
+    """Whether some (baseline outcome, variant outcome) pair newly reaches the --fail-on level."""
+    failing = FAIL_ON[fail_on]
+    return any(Outcome(b) in failing and Outcome(a) not in failing for a, b in transitions)
 
 
 # ---- test (policy tests for users) -------------------------------------------------------------

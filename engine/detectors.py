@@ -149,7 +149,8 @@ class WindowDetector(_Spec):
 
     kind: Literal["window"]
     anchors: list[Literal["delivered_at", "order_placed_at"]] = Field(min_length=1)
-    max_days: int = Field(ge=0)
+    # A century bounds the date arithmetic (a larger window would overflow it) and is no limit in practice.
+    max_days: int = Field(ge=0, le=36500)
 
 
 class PriorCountDetector(_Spec):

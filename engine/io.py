@@ -6,17 +6,20 @@ InputError naming the line, the message_id when there is one, and the field.
 from __future__ import annotations
 
 import csv
-import io
+import os
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import orjson
 from pydantic import ValidationError
 
 from .mapping import ColumnMap, apply_map
 from .model import BuyerEvent, Message
+from .policyfile import MsgpolicyError
 
 Record = Union[Message, BuyerEvent]
 EVENT_TYPES = ("buyer_opt_out", "buyer_opt_in")
@@ -51,7 +54,8 @@ def to_record(data: object, source: str, line: Optional[int],
               mapping: Optional[ColumnMap] = None) -> Union[Record, InputError]:
     """Validate one parsed object as a message or a buyer event (after the column map, if any)."""
     if not isinstance(data, dict):
-        return InputError(source, line, None, None, f"expected a JSON object, got {type(data).__name__}")
+        got = "a JSON array (JSON Lines hold one object a line)" if isinstance(data, list) else type(data).__name__
+        return InputError(source, line, None, None, f"expected a JSON object, got {got}")
     data = apply_map(data, mapping)
     message_id = data.get("message_id") if isinstance(data.get("message_id"), str) else None
     kind = data.get("type")
@@ -72,21 +76,110 @@ def to_record(data: object, source: str, line: Optional[int],
                       "for exports in local time, name the zone with a map file's naive_timestamps)")
         elif err["type"] == "missing":
             reason = "required field is missing"
+        elif err["type"] == "value_error":
+            reason = str(err["ctx"]["error"])
         elif err["type"] == "enum":
             reason = f"{err.get('input')!r} is not allowed: {err['msg']}"
         return InputError(source, line, message_id, field, _short(reason))
 
 
-def _json_lines(data: bytes, source: str, mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, Union[Record, InputError]]]:
-    for number, raw in enumerate(data.splitlines(), start=1):
+# ---- limits -------------------------------------------------------------------------------
+
+# The largest record read: a JSON line, a CSV row (Python's csv module stops at 128 KiB by
+# default) or a whole pretty-printed JSON object. A longer one is a reject at its line.
+MAX_RECORD_BYTES = 4 << 20
+csv.field_size_limit(MAX_RECORD_BYTES)
+_SNIFF_BYTES = 1 << 16
+
+
+class LogError(MsgpolicyError):
+    """A log file that cannot be read as a whole (not one bad record: those are InputErrors).
+    str() names the file and, when known, the line."""
+
+    kind = "input error"
+
+    def __init__(self, source: str, message: str, line: Optional[int] = None):
+        self.source, self.line, self.message = source, line, message
+        super().__init__(source + (f" line {line}" if line is not None else "") + ": " + message)
+
+    def __reduce__(self):  # picklable, so a worker can hand it to the parent
+        return (type(self), (self.source, self.message, self.line))
+
+
+def log_format(path: Union[str, Path]) -> str:
+    """"parquet", "csv" or "json" (a JSON object or JSON Lines), by suffix; stdin is JSON."""
+    suffix = "" if str(path) == "-" else Path(path).suffix.lower()
+    return {".parquet": "parquet", ".csv": "csv"}.get(suffix, "json")
+
+
+# ---- JSON Lines (and one JSON object) --------------------------------------------------------
+
+
+def _json_items(fh, source: str, size: Optional[int]) -> Iterator[tuple[int, object, int]]:
+    head = fh.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(fh, "peek") else b""
+    if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # several lines, none ending in LF
+        raise LogError(source, "lines end with a carriage return alone (classic Mac line ends); "
+                               "convert them to LF or CRLF")
+    first = head.lstrip()[:1]
+    number = 0
+    pending_document = first == b"{" and size is not None and size <= MAX_RECORD_BYTES
+    while True:
+        raw = fh.readline(MAX_RECORD_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+            consumed = len(raw)
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the line, bounded memory
+                raw = fh.readline(1 << 20)
+                consumed += len(raw)
+            yield number, InputError(source, number, None, None,
+                                     f"line longer than {MAX_RECORD_BYTES >> 20} MiB"), consumed
+            continue
         if not raw.strip():
+            yield number, None, len(raw)
             continue
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            yield number, InputError(source, number, None, None, f"malformed JSON: {exc}")
+            if number == 1 and raw.lstrip()[:1] == b"[":
+                raise LogError(source, "the file is one JSON array over several lines; give one JSON "
+                                       "object, or JSON Lines (one object a line, e.g. `jq -c '.[]'`)") from None
+            if pending_document and number == 1:
+                # One JSON object over several lines (pretty-printed): the whole file is one record.
+                rest = fh.read(MAX_RECORD_BYTES)
+                try:
+                    obj = orjson.loads(raw + rest)
+                except orjson.JSONDecodeError:
+                    yield number, InputError(source, number, None, None, f"malformed JSON: {exc}"), len(raw)
+                    yield from _json_lines_of(rest, source, number)
+                    return
+                yield number, obj if obj is not None else to_record(obj, source, number), len(raw) + len(rest)
+                return
+            yield number, InputError(source, number, None, None, f"malformed JSON: {exc}"), len(raw)
             continue
-        yield number, to_record(obj, source, number, mapping)
+        # A JSON null line is a record that is not an object, not a blank line.
+        yield number, (to_record(obj, source, number) if obj is None else obj), len(raw)
+
+
+def _json_lines_of(data: bytes, source: str, after: int) -> Iterator[tuple[int, object, int]]:
+    """The lines of `data` (read after line `after`) as _json_items gives them."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    for number, raw in enumerate(lines, start=after + 1):
+        if not raw.strip():
+            yield number, None, len(raw) + 1
+            continue
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            yield number, InputError(source, number, None, None, f"malformed JSON: {exc}"), len(raw) + 1
+            continue
+        yield number, (to_record(obj, source, number) if obj is None else obj), len(raw) + 1
+
+
+# ---- CSV -------------------------------------------------------------------------------------
 
 
 def _csv_value(column: str, value: str):
@@ -100,56 +193,283 @@ def _csv_value(column: str, value: str):
     return value
 
 
-def _csv_rows(text: str, source: str, mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, Union[Record, InputError]]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    for row in reader:
-        line = reader.line_num
-        if None in row:
-            yield line, InputError(source, line, row.get("message_id"), None, "more cells than header columns")
-            continue
-        # Rename first, so list columns are recognised under their record names.
-        row = apply_map({k: v for k, v in row.items() if v != ""}, mapping)
-        data = {k: v for k, v in ((k, _csv_value(k, v)) for k, v in row.items()) if v is not None}
-        yield line, to_record(data, source, line)
+def _not_utf8(value: str) -> bool:
+    """Whether a cell read with surrogateescape held bytes that are not UTF-8."""
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
-def _parquet_rows(path: Path, source: str, mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, Union[Record, InputError]]]:
+def _check_header(header: list[str], source: str, mapping: Optional[ColumnMap]) -> None:
+    """Refuse a header that would silently re-shape records: repeated columns, a missing
+    message_id (most likely no header line at all), or another delimiter than the comma."""
+    for name in header:
+        if _not_utf8(name):
+            raise LogError(source, "the header is not valid UTF-8", line=1)
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise LogError(source, f"column {name!r} appears more than once in the header", line=1)
+        seen.add(name)
+    fields = set(apply_map(dict.fromkeys(header, ""), mapping)) if mapping is not None else seen
+    if "message_id" in fields or "type" in fields:
+        return
+    if len(header) == 1:
+        for sep in (";", "\t", "|"):
+            if sep in header[0]:
+                raise LogError(source, f"the header is one column holding {sep!r}: CSV logs are "
+                                       f"comma-separated (is this a {sep!r}-separated file?)", line=1)
+    shown = _short(",".join(header), 80)
+    raise LogError(source, f"the header has no message_id column (nor type, for buyer events): is the "
+                           f"header line missing, or does this export need a column map (--map)? "
+                           f"It reads: {shown}", line=1)
+
+
+def _csv_items(path: Path, source: str, mapping: Optional[ColumnMap] = None
+               ) -> Iterator[tuple[int, object, int]]:
+    with open(path, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        # strict: a stray quote is an error at its line rather than a silently merged cell.
+        reader = csv.reader(fh, strict=True)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise LogError(source, f"the header is not valid CSV: {exc}", line=1) from None
+        _check_header(header, source, mapping)
+        width = len(header)
+        while True:
+            start = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                end = reader.line_num
+                if "unexpected end of data" in str(exc):
+                    reason = (f"unterminated quoted cell: the record runs from line {start} to the end "
+                              f"of the file (line {end}) and was not read")
+                elif "field larger than field limit" in str(exc):
+                    reason = f"a cell is larger than {MAX_RECORD_BYTES >> 20} MiB"
+                else:
+                    reason = f"not valid CSV: {exc}"
+                yield start, InputError(source, start, None, None, reason), 0
+                continue
+            if not cells:
+                yield start, None, 0
+                continue
+            if len(cells) > width:
+                yield start, InputError(source, start, cells[0] if header[0] == "message_id" else None, None,
+                                        "more cells than header columns"), 0
+                continue
+            bad = next((name for name, value in zip(header, cells) if _not_utf8(value)), None)
+            if bad is not None:
+                yield start, InputError(source, start, None, bad, "not valid UTF-8"), 0
+                continue
+            data = {k: v for k, v in ((k, _csv_value(k, v)) for k, v in zip(header, cells)) if v is not None}
+            yield start, data, 0
+
+
+# ---- Parquet ---------------------------------------------------------------------------------
+
+
+def _parquet_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise LogError(source, f"not a readable Parquet file: {exc}") from None
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
-        for data in batch.to_pylist():
+    batches = parquet.iter_batches(batch_size=65536)
+    while True:
+        try:
+            batch = next(batches)
+            rows = batch.to_pylist()
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError, ValueError, OverflowError) as exc:
+            raise LogError(source, f"Parquet data after row {row} cannot be read: {exc}") from None
+        for data in rows:
             row += 1
-            data = apply_map({k: v for k, v in data.items() if v is not None}, mapping)
-            data = {k: (orjson.loads(v) if k in LIST_COLUMNS and isinstance(v, str) else v) for k, v in data.items()}
-            yield row, to_record(data, source, row)
+            out = {}
+            for k, v in data.items():
+                if v is None:
+                    continue
+                if k in LIST_COLUMNS and isinstance(v, str):
+                    try:
+                        v = orjson.loads(v)
+                    except orjson.JSONDecodeError:
+                        pass
+                out[k] = v
+            yield row, out, 0
+
+
+# ---- one reader for every command ------------------------------------------------------------
+
+
+def log_items(path: Union[str, Path], mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, object, int]]:
+    """(line or row, raw item, bytes consumed) for every line of a log ('-' = stdin, JSON).
+
+    The raw item is a dict (the row before validation and before the column map; CSV and
+    Parquet list columns already parsed), an InputError (a line that is no record), or None
+    (a blank line). A file that cannot be read as a whole raises LogError. `mapping` is
+    only used to judge a CSV header under the names the map gives its columns."""
+    source = str(path)
+    fmt = log_format(path)
+    if source == "-":
+        yield from _json_items(sys.stdin.buffer, source, None)
+        return
+    path = Path(path)
+    try:
+        if fmt == "parquet":
+            yield from _parquet_items(path, source)
+        elif fmt == "csv":
+            yield from _csv_items(path, source, mapping)
+        else:
+            with open(path, "rb", buffering=1 << 20) as fh:
+                yield from _json_items(fh, source, os.fstat(fh.fileno()).st_size)
+    except (IsADirectoryError, FileNotFoundError, PermissionError) as exc:
+        raise LogError(source, exc.strerror or str(exc)) from None
+
+
+def check_log_file(path: Union[str, Path], mapping: Optional[ColumnMap] = None) -> None:
+    """Raise LogError now for a file the readers would refuse (unreadable, an ambiguous CSV
+    header, a JSON array, CR-only line ends, a broken Parquet footer), before any work starts."""
+    if str(path) == "-":
+        return
+    items = log_items(path, mapping)
+    try:
+        next(items, None)
+    finally:
+        items.close()
+
+
+def prepare(obj: object, mapping: Optional[ColumnMap]) -> object:
+    """A raw item under the column map (list columns the map renamed still hold JSON text)."""
+    if mapping is None or not isinstance(obj, dict):
+        return obj
+    data = apply_map(obj, mapping)
+    for name in LIST_COLUMNS:
+        value = data.get(name)
+        if isinstance(value, str):
+            try:
+                data[name] = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                pass  # validation names the column
+    return data
 
 
 def read_records(path: Union[str, Path], mapping: Optional[ColumnMap] = None) -> Iterator[tuple[int, Union[Record, InputError]]]:
     """(line or row number, record or error) for every record of a log file ('-' = stdin),
     each raw row passed through the column map first when one is given."""
     source = str(path)
-    if source == "-":
-        data = sys.stdin.buffer.read()
-        suffix = ""
-    else:
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            yield from _parquet_rows(path, source, mapping)
-            return
-        data = path.read_bytes()
-    if suffix == ".csv":
-        yield from _csv_rows(data.decode("utf-8-sig"), source, mapping)
-        return
-    stripped = data.lstrip()
-    if stripped.startswith(b"{") and b"\n{" not in stripped.rstrip():
-        # One JSON object, possibly pretty-printed over several lines.
+    for line, obj, _ in log_items(path, mapping):
+        if obj is None:
+            continue
+        if isinstance(obj, InputError):
+            yield line, obj
+            continue
+        yield line, to_record(prepare(obj, mapping), source, line)
+
+
+# ---- outputs ---------------------------------------------------------------------------------
+
+
+class OutputError(MsgpolicyError):
+    """An output path that would be unsafe to write (it names an input, another output, an
+    unknown format or a place that cannot be written); raised before any work starts."""
+
+    kind = "output error"
+
+
+@contextmanager
+def atomic_output(path: Path, mode: str = "wb", **kwargs):
+    """A file object on a temporary file beside `path`, renamed over it only when the block
+    ends normally: an interrupted or failed write leaves any earlier file untouched and no
+    partial file behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, mode, **kwargs) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            os.unlink(tmp)
+        except FileNotFoundError:
             pass
-        else:
-            yield 1, to_record(obj, source, 1, mapping)
-            return
-    yield from _json_lines(data, source, mapping)
+        raise
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_outputs(inputs: Iterable[Union[str, Path]], outputs: dict[str, Optional[Path]],
+                  suffixes: Optional[dict[str, tuple[str, ...]]] = None) -> None:
+    """Refuse, before any work: an output equal to an input or to another output, an output
+    whose suffix names no format it can be written in, and one whose directory is missing or
+    not writable. `outputs` maps each option (e.g. "--results") to its path or None."""
+    given = {option: Path(path) for option, path in outputs.items() if path is not None}
+    for option, path in given.items():
+        for log in inputs:
+            if str(log) != "-" and _same_file(path, Path(log)):
+                raise OutputError(f"{option} {path} is an input of this command; refusing to overwrite it")
+    items = list(given.items())
+    for i, (option, path) in enumerate(items):
+        for other, other_path in items[i + 1:]:
+            if _same_file(path, other_path):
+                raise OutputError(f"{option} and {other} name the same file {path}")
+    for option, path in given.items():
+        allowed = (suffixes or {}).get(option)
+        if allowed is not None and path.suffix.lower() not in allowed:
+            raise OutputError(f"{option} {path}: unknown suffix {path.suffix or '(none)'!r} "
+                              f"(use {', '.join(allowed)})")
+        if path.is_dir():
+            raise OutputError(f"{option} {path} is a directory")
+        parent = path.parent
+        if not parent.is_dir():
+            raise OutputError(f"{option} {path}: directory {parent} does not exist")
+        # The temporary file is made beside the target: try it now rather than after the work.
+        try:
+            fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise OutputError(f"{option} {path}: cannot write in {parent}: {exc.strerror}") from None
+        os.close(fd)
+        os.unlink(probe)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise OutputError(f"{option} {path}: the file is read-only")
+
+
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell made inert for spreadsheets: a leading ' when it would start a formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class SafeCsvWriter:
+    """csv.writer whose text cells go through csv_cell (every CSV the commands write)."""
+
+    def __init__(self, fh, **kwargs):
+        self._writer = csv.writer(fh, **kwargs)
+
+    def writerow(self, row) -> None:
+        self._writer.writerow([csv_cell(cell) for cell in row])
+
+    def writerows(self, rows) -> None:
+        for row in rows:
+            self.writerow(row)

@@ -4,9 +4,29 @@ from __future__ import annotations
 import datetime as dt
 from enum import Enum
 from functools import total_ordering
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+
+# The instants a record may hold. Outside them the engine's date arithmetic (local dates in
+# any marketplace, windows of up to a century) could overflow; no real message is near them.
+EARLIEST_INSTANT = dt.datetime(1800, 1, 1, tzinfo=dt.timezone.utc)
+LATEST_INSTANT = dt.datetime(9000, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def check_instant(value: dt.datetime) -> dt.datetime:
+    """The instant itself, or ValueError when it lies outside [EARLIEST_INSTANT, LATEST_INSTANT)."""
+    try:
+        utc = value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_INSTANT <= utc < LATEST_INSTANT:
+        raise ValueError(f"instant out of range (from {EARLIEST_INSTANT.year} up to {LATEST_INSTANT.year}, UTC)")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(check_instant)]
 
 
 class Category(str, Enum):
@@ -94,7 +114,7 @@ class Message(BaseModel):
     message_id: str = Field(min_length=1)
     order_id: str = Field(min_length=1)
     buyer_id: str = Field(min_length=1)
-    sent_at: AwareDatetime
+    sent_at: Instant
     marketplace: str = "US"
     initiated_by: InitiatedBy = InitiatedBy.seller
     reply_to: Optional[str] = None
@@ -105,8 +125,8 @@ class Message(BaseModel):
     # (engine.classifier) and a given category always wins.
     category: Optional[Category] = None
     buyer_opted_out: Optional[bool] = None
-    delivered_at: Optional[AwareDatetime] = None
-    order_placed_at: Optional[AwareDatetime] = None
+    delivered_at: Optional[Instant] = None
+    order_placed_at: Optional[Instant] = None
     language: Optional[str] = None
     buyer_language: Optional[str] = None
     attachments: list[Attachment] = Field(default_factory=list)
@@ -120,7 +140,7 @@ class BuyerEvent(BaseModel):
 
     type: Literal["buyer_opt_out", "buyer_opt_in"]
     buyer_id: str = Field(min_length=1)
-    at: AwareDatetime
+    at: Instant
 
 
 class PolicyRef(BaseModel):

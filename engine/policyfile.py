@@ -34,8 +34,18 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 ALL_MARKETPLACES = "*"
 
 
-class PolicyError(Exception):
+class MsgpolicyError(Exception):
+    """A failure the user can act on. The command prints `<kind>: <str(exc)>` on one line
+    and exits 2; `detail` (e.g. a worker's traceback) is shown only under --debug."""
+
+    kind = "error"
+    detail: Optional[str] = None
+
+
+class PolicyError(MsgpolicyError):
     """A policy file is unreadable or invalid. str() names file, rule and field."""
+
+    kind = "policy error"
 
     def __init__(self, file: Path | str, message: str, rule: Optional[str] = None, field: Optional[str] = None):
         self.file, self.rule, self.field, self.message = str(file), rule, field, message
@@ -301,17 +311,61 @@ def _construct_mapping(loader, node, deep=False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+# Limits on one YAML file (policies, overlays, maps, case files): a hostile file must fail
+# fast with a named error rather than exhaust memory or the stack. The shipped vocabulary,
+# the largest file, is well under a megabyte and 10 levels deep.
+YAML_MAX_BYTES = 16 << 20
+YAML_MAX_DEPTH = 64
+# Nodes the document would have with every alias expanded (an "alias bomb" is small on disk
+# and shares its nodes, but anything that walks or copies it expands them).
+YAML_MAX_NODES = 2_000_000
+
+
+def _check_yaml_shape(doc: Any, path: Path) -> None:
+    """Refuse a document nested deeper than YAML_MAX_DEPTH or larger than YAML_MAX_NODES
+    once its aliases are expanded; shared nodes are sized once (memoised by identity)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if depth > YAML_MAX_DEPTH:
+            raise PolicyError(path, f"nested deeper than {YAML_MAX_DEPTH} levels")
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a self-referencing alias counts once instead of looping
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > YAML_MAX_NODES:
+            raise PolicyError(path, f"more than {YAML_MAX_NODES:,} values once its aliases are expanded "
+                                    "(an alias bomb?)")
+        sizes[id(node)] = total
+        return total
+
+    size(doc, 0)
+
+
 def read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > YAML_MAX_BYTES:
+            raise PolicyError(path, f"larger than {YAML_MAX_BYTES >> 20} MiB")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise PolicyError(path, f"line {line}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x})") from None
     except OSError as exc:
         raise PolicyError(path, f"cannot read: {exc.strerror}") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError(path, f"not valid YAML: {exc}") from None
     except ValueError as exc:  # e.g. an impossible date such as 2020-12-40, which YAML reads as a date
         raise PolicyError(path, f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise PolicyError(path, f"nested deeper than {YAML_MAX_DEPTH} levels") from None
+    _check_yaml_shape(doc, path)
+    return doc
 
 
 def default_policies_dir() -> Path:

@@ -32,8 +32,11 @@ from typing import Iterable
 import orjson
 from pydantic import BaseModel
 
+from .io import atomic_output, csv_cell
 from .model import Verdict
 
+# The suffixes --results can be written in.
+RESULT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet")
 RESULT_COLUMNS = ("message_id", "evaluated_at", "outcome", "policies", "findings", "out_of_order")
 CHUNK = 65536  # lines per conversion and per Parquet row group
 BATCH = 16384  # lines per Arrow batch handed to DuckDB
@@ -215,13 +218,13 @@ class _ParquetSink:
     """Chunks in, row groups out; a chunk is converted (DuckDB, GIL released) in a thread while
     the previous one is written and the next one gathered."""
 
-    def __init__(self, path: Path):
+    def __init__(self, sink):
         from concurrent.futures import ThreadPoolExecutor
 
         import pyarrow.parquet as pq
 
         self.con = _connect()
-        self.writer = pq.ParquetWriter(path, parquet_schema())
+        self.writer = pq.ParquetWriter(sink, parquet_schema())
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending = None
 
@@ -249,17 +252,18 @@ class _ParquetSink:
 
 def write_results(lines: Iterable[bytes], path: Path) -> int:
     """Write result JSON lines (bytes ending with a newline) as JSONL, CSV or Parquet, by the
-    suffix of `path`; returns the count."""
+    suffix of `path`; returns the count. The file appears only once complete (atomic_output);
+    CSV text cells that a spreadsheet would run as a formula get a leading ' (csv_cell)."""
     path = Path(path)
     suffix = path.suffix.lower()
     n = 0
     if suffix == ".csv":
-        with open(path, "w", encoding="utf-8", newline="") as fh:
+        with atomic_output(path, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(RESULT_COLUMNS)
             for payload in lines:
                 d = orjson.loads(payload)
-                w.writerow([d["message_id"], d["evaluated_at"], d["outcome"],
+                w.writerow([csv_cell(d["message_id"]), d["evaluated_at"], d["outcome"],
                             orjson.dumps(d["policies"]).decode(), orjson.dumps(d["findings"]).decode(),
                             "true" if d.get("out_of_order") else ""])
                 n += 1
@@ -267,23 +271,24 @@ def write_results(lines: Iterable[bytes], path: Path) -> int:
     if suffix == ".parquet":
         import pyarrow as pa
 
-        sink = _ParquetSink(path)
-        try:
-            chunk: list[bytes] = []
-            for payload in lines:
-                chunk.append(payload)
-                if len(chunk) == CHUNK:
+        with atomic_output(path, "wb") as fh:
+            sink = _ParquetSink(fh)
+            try:
+                chunk: list[bytes] = []
+                for payload in lines:
+                    chunk.append(payload)
+                    if len(chunk) == CHUNK:
+                        sink.write(pa.array(chunk, type=pa.string()))
+                        n += len(chunk)
+                        chunk = []
+                if chunk:
                     sink.write(pa.array(chunk, type=pa.string()))
                     n += len(chunk)
-                    chunk = []
-            if chunk:
-                sink.write(pa.array(chunk, type=pa.string()))
-                n += len(chunk)
-            sink.finish()
-        finally:
-            sink.close()
+                sink.finish()
+            finally:
+                sink.close()
         return n
-    with open(path, "wb", buffering=1 << 20) as fh:
+    with atomic_output(path, "wb", buffering=1 << 20) as fh:
         for payload in lines:
             fh.write(payload)
             n += 1
@@ -300,16 +305,17 @@ def write_results_column(lines, path: Path) -> int:
     if suffix == ".csv":
         return write_results((s.encode() for s in arrow.to_pylist()), path)
     if suffix == ".parquet":
-        sink = _ParquetSink(path)
-        try:
-            # The same chunks as the iterator's, so the two give the same row groups.
-            for i in range(0, len(arrow), CHUNK):
-                sink.write(arrow.slice(i, CHUNK))
-            sink.finish()
-        finally:
-            sink.close()
+        with atomic_output(path, "wb") as fh:
+            sink = _ParquetSink(fh)
+            try:
+                # The same chunks as the iterator's, so the two give the same row groups.
+                for i in range(0, len(arrow), CHUNK):
+                    sink.write(arrow.slice(i, CHUNK))
+                sink.finish()
+            finally:
+                sink.close()
         return len(arrow)
-    with open(path, "wb", buffering=1 << 20) as fh:
+    with atomic_output(path, "wb", buffering=1 << 20) as fh:
         for chunk in arrow.chunks:
             fh.write(_string_bytes(chunk))
     return len(arrow)

@@ -5,13 +5,13 @@ error), so the same comparison always prints the same text.
 """
 from __future__ import annotations
 
-import csv
 import html
 import io
 from typing import Optional
 
 import orjson
 
+from ..io import SafeCsvWriter
 from ..model import Outcome
 
 ORDER = {o.value: i for i, o in enumerate(Outcome)}
@@ -62,7 +62,7 @@ def render_log_diff(fmt: str, d, include_changes: bool = True) -> str:
         return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = SafeCsvWriter(buf)
         w.writerow(["section", "message_id", "rule", "from", "to", "appeared", "disappeared", "count"])
         for t in data["transitions"]:
             w.writerow(["transition", "", "", t["from"], t["to"], "", "", t["messages"]])
@@ -152,7 +152,7 @@ def render_exhaustive(fmt: str, d, max_regions: int = 3, witnesses: bool = True)
         return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = SafeCsvWriter(buf)
         w.writerow(["kind", "context", "rule", "from", "to", "appeared", "disappeared", "vectors", "regions",
                     "region_vectors", "where", "verified", "witness"])
         for kind, rows in (("outcome", data["outcomes"]), ("rule", data["rules"]), ("change", data["changes"] or [])):
@@ -240,7 +240,7 @@ def render_sensitivity(fmt: str, s, report: str) -> str:
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = SafeCsvWriter(buf)
         for r in data["by_alternative"]:
             w.writerow(["sensitivity", "", "", r["alternative"], "", "", r["messages"]])
         for m in data["messages"]:
