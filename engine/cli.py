@@ -103,7 +103,7 @@ class _Main(click.Group):
     status 2 (never 1, which means findings); the traceback only with --debug."""
 
     def invoke(self, ctx):
-        debug = ("--debug" in sys.argv[1:2] or os.environ.get("MSGPOLICY_DEBUG") == "1")
+        debug = bool(ctx.params.get("debug")) or os.environ.get("MSGPOLICY_DEBUG") == "1"
         try:
             result = super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -161,8 +161,6 @@ def common_options(func):
 @click.option("--debug", is_flag=True, help="Print the traceback of a failure (also MSGPOLICY_DEBUG=1).")
 def main(debug):
     """Judge seller-to-buyer messages by the marketplace rules in force when they were sent."""
-    if debug:
-        os.environ["MSGPOLICY_DEBUG"] = "1"
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 

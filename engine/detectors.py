@@ -6,7 +6,11 @@ quoted span that decided it, so a finding can show why.
 """
 from __future__ import annotations
 
+import os
 import re
+import signal
+import threading
+import time
 from datetime import timedelta
 from functools import cached_property
 from html.parser import HTMLParser
@@ -359,8 +363,88 @@ def _host_matches(host: str, suffixes: list[str]) -> bool:
     return any(host == s or host.endswith("." + s) for s in suffixes)
 
 
+# ---- a time limit on pattern matching ------------------------------------------------------
+
+# Python's regular expressions backtrack: a pattern such as (a+)+$ can take exponential time
+# on a short text. The shipped patterns are linear (tests/robustness); a pattern from an
+# overlay or another policy directory may not be, so one detector's matching on one message
+# is stopped after this many seconds and its fact is unknown (the rule is indeterminate).
+PATTERN_TIME_LIMIT = float(os.environ.get("MSGPOLICY_PATTERN_TIME_LIMIT", "2"))
+
+
+class PatternTimeout(Exception):
+    pass
+
+
+class _PatternClock:
+    """A one-shot SIGALRM timer armed when matching starts and re-armed only while a match is
+    still running, so a process that matches all the time gets one signal per time limit and
+    a match costs two attribute writes. Only in the main thread (where signals are handled);
+    elsewhere, and where SIGALRM already has a handler, matching runs without a limit."""
+
+    def __init__(self):
+        self.started: Optional[float] = None
+        self.armed = False
+        self.usable: Optional[bool] = None
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.armed = False  # interval timers are not inherited
+        self.started = None
+
+    def _install(self) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None, self._fire):
+            return False
+        signal.signal(signal.SIGALRM, self._fire)
+        return True
+
+    def _fire(self, signum, frame) -> None:
+        started = self.started
+        if started is None:
+            self.armed = False
+            return
+        elapsed = time.monotonic() - started
+        if elapsed >= PATTERN_TIME_LIMIT:
+            self.started = None
+            self.armed = False
+            raise PatternTimeout()
+        signal.setitimer(signal.ITIMER_REAL, PATTERN_TIME_LIMIT - elapsed)
+
+    def start(self) -> bool:
+        if self.usable is None or (self.usable and threading.current_thread() is not threading.main_thread()):
+            self.usable = self._install()
+        if not self.usable or threading.current_thread() is not threading.main_thread():
+            return False
+        self.started = time.monotonic()
+        if not self.armed:
+            self.armed = True
+            signal.setitimer(signal.ITIMER_REAL, PATTERN_TIME_LIMIT)
+        return True
+
+    def stop(self) -> None:
+        self.started = None
+
+
+_CLOCK = _PatternClock()
+
+
 def run_detector(spec, message: Message, views: TextViews, history) -> tuple[Optional[bool], str]:
     """Evaluate one detector: (value, quoted span). `history` answers prior_count questions."""
+    if isinstance(spec, _RegexSpec):
+        timed = _CLOCK.start()
+        try:
+            return _run_detector(spec, message, views, history)
+        except PatternTimeout:
+            return None, f"pattern matching stopped after {PATTERN_TIME_LIMIT:g} s (time limit)"
+        finally:
+            if timed:
+                _CLOCK.stop()
+    return _run_detector(spec, message, views, history)
+
+
+def _run_detector(spec, message: Message, views: TextViews, history) -> tuple[Optional[bool], str]:
     if isinstance(spec, (PatternDetector, PhrasesDetector)):
         if not spec.may_match(views, lambda: [views.get(name) for name in spec.fields]):
             return False, ""

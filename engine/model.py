@@ -28,6 +28,10 @@ def check_instant(value: dt.datetime) -> dt.datetime:
 
 Instant = Annotated[AwareDatetime, AfterValidator(check_instant)]
 
+# The longest subject or body judged (characters); a longer one is a reject, so the cost of
+# matching a policy's patterns stays bounded.
+MAX_TEXT_CHARS = 1_000_000
+
 
 class Category(str, Enum):
     product_customization = "product_customization"
@@ -119,8 +123,8 @@ class Message(BaseModel):
     initiated_by: InitiatedBy = InitiatedBy.seller
     reply_to: Optional[str] = None
     channel: Channel = Channel.email
-    subject: str = ""
-    body: str = ""
+    subject: str = Field("", max_length=MAX_TEXT_CHARS)
+    body: str = Field("", max_length=MAX_TEXT_CHARS)
     # Optional since issue 8: when absent the engine infers it from the text
     # (engine.classifier) and a given category always wins.
     category: Optional[Category] = None

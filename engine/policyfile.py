@@ -359,7 +359,7 @@ def read_yaml(path: Path) -> Any:
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise PolicyError(path, f"not valid YAML: {exc}") from None
+        raise PolicyError(path, "not valid YAML: " + " ".join(str(exc).split())) from None
     except ValueError as exc:  # e.g. an impossible date such as 2020-12-40, which YAML reads as a date
         raise PolicyError(path, f"not valid YAML: {exc}") from None
     except RecursionError:

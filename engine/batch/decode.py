@@ -25,7 +25,7 @@ import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import polars as pl
@@ -62,6 +62,7 @@ class FieldKind:
     default: object
     min_length: int = 0
     values: tuple[str, ...] = ()
+    max_length: Optional[int] = None
 
 
 def _field_kinds(model) -> dict[str, FieldKind]:
@@ -73,9 +74,10 @@ def _field_kinds(model) -> dict[str, FieldKind]:
         if typing.get_origin(ann) is typing.Union and type(None) in args:
             optional = True
             ann = next(a for a in args if a is not type(None))
-        min_length = 0
+        min_length, max_length = 0, None
         for meta in info.metadata:
             min_length = max(min_length, getattr(meta, "min_length", 0) or 0)
+            max_length = getattr(meta, "max_length", None) or max_length
         if ann is str:
             kind, values = "str", ()
         elif ann is bool:
@@ -91,7 +93,7 @@ def _field_kinds(model) -> dict[str, FieldKind]:
         default = None if info.is_required() else info.get_default(call_default_factory=True)
         if isinstance(default, enum.Enum):
             default = default.value
-        kinds[name] = FieldKind(name, kind, info.is_required(), optional, default, min_length, values)
+        kinds[name] = FieldKind(name, kind, info.is_required(), optional, default, min_length, values, max_length)
     return kinds
 
 
@@ -317,6 +319,8 @@ def _field_ok(kind: FieldKind, prefix: str = "") -> pl.Expr:
     null = t == NULL
     if kind.kind == "str":
         ok = (t == STRING) & (s.str.len_chars() >= kind.min_length)
+        if kind.max_length is not None:
+            ok = ok & (s.str.len_chars() <= kind.max_length)
     elif kind.kind == "enum":
         ok = (t == STRING) & s.is_in(list(kind.values))
     elif kind.kind == "bool":

@@ -1,0 +1,350 @@
+"""Hostile input, interrupted runs and careless users: never a traceback, a hang or a lost file.
+
+One test per class of problem, each on small inputs it makes itself."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine import detectors
+from engine.cli import main
+from engine.io import MAX_RECORD_BYTES, SafeCsvWriter, atomic_output
+from engine.results import write_results
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = {"message_id": "M1", "order_id": "O1", "buyer_id": "B1", "sent_at": "2021-03-28T10:00:00-07:00",
+        "body": "Hello", "category": "shipment_confirmation"}
+CSV_HEADER = "message_id,order_id,buyer_id,sent_at,body,category\n"
+
+
+def csv_row(mid: str, body: str = "Hello") -> str:
+    return f"{mid},O1,B1,2021-03-28T10:00:00-07:00,{body},shipment_confirmation\n"
+
+
+def jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.stderr + result.output, result.stderr
+    return result
+
+
+# ---- one error path ------------------------------------------------------------------------
+
+
+def test_bad_option_values_are_clicks_errors(tmp_path):
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+    for args, option in ((["--on", "yesterday"], "--on"), (["--on", "9999-12-31T23:59:59-12:00"], "--on")):
+        result = run("check", log, *args)
+        assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.stderr
+    result = run("audit", log, "--history-days", "999999999999")
+    assert result.exit_code == 2 and "Invalid value for '--history-days'" in result.stderr
+    result = run("rules", "--on", "2021-01-01T00:00:00Z", "--marketplace", "XX")
+    assert result.exit_code == 2 and "Invalid value for '--marketplace'" in result.stderr
+
+
+def test_an_unexpected_failure_exits_2_with_one_line_and_the_traceback_only_under_debug(tmp_path, monkeypatch):
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr("engine.cli.check_log", broken)
+    plain = CliRunner().invoke(main, ["check", str(log)])
+    assert plain.exit_code == 2
+    assert plain.stderr.strip().splitlines() == [
+        "internal error: ZeroDivisionError: boom (run with --debug for the traceback)"]
+    debug = CliRunner().invoke(main, ["--debug", "check", str(log)])
+    assert debug.exit_code == 2 and "Traceback" in debug.stderr
+
+
+# ---- a bad record never stops a stream -------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [
+    {"sent_at": "0001-01-01T00:00:00+01:00"},
+    {"sent_at": "9999-12-31T23:00:00-05:00"},
+    {"delivered_at": "0001-01-01T00:30:00+01:00"},
+    {"body": "x" * 1_000_001},
+], ids=["year-1", "year-9999", "delivered-year-1", "body-too-long"])
+def test_a_value_the_model_cannot_hold_is_a_reject_with_its_field(tmp_path, bad):
+    records = [{**GOOD, "message_id": f"M{i}", "buyer_id": f"B{i % 7}"} for i in range(40)]
+    records.insert(20, {**GOOD, "message_id": "BAD", **bad})
+    log = jsonl(tmp_path / "log.jsonl", records)
+    rejects = tmp_path / "rejects.jsonl"
+    result = run("audit", log, "--engine", "stream", "--jobs", "2", "--rejects", rejects, "--format", "json")
+    assert result.exit_code == 1, result.stderr
+    (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert reject["line"] == 21 and reject["message_id"] == "BAD" and reject["field"] == next(iter(bad))
+    assert json.loads(result.stdout)["counts"]["judged"] == 40
+    assert "1 record(s) rejected" in result.stderr.strip().splitlines()[-1]
+
+
+def test_numbers_past_64_bits_and_invalid_utf8_are_rejects_at_their_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(json.dumps(GOOD).encode() + b"\n"
+                    + json.dumps({**GOOD, "message_id": "M2"}).encode()[:-1] + b', "buyer_opted_out": %d}\n' % 2**70
+                    + json.dumps({**GOOD, "message_id": "M3"}).encode().replace(b"Hello", b"He\xffllo") + b"\n")
+    result = run("audit", log, "--engine", "stream")
+    assert result.exit_code == 1
+    assert "log.jsonl line 2" in result.stderr and "log.jsonl line 3" in result.stderr
+
+
+def test_csv_oversized_cells_and_invalid_utf8_are_rejects(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_bytes((CSV_HEADER + csv_row("M1") + csv_row("M2", "x" * (MAX_RECORD_BYTES + 10))).encode()
+                    + csv_row("M3").encode().replace(b"Hello", b"H\xffi") + csv_row("M4").encode())
+    result = run("audit", log)
+    assert result.exit_code == 1
+    err = result.stderr
+    assert "log.csv line 3" in err and "larger than" in err
+    assert "log.csv line 4: field 'body': not valid UTF-8" in err
+    assert "2 record(s) rejected" in err
+
+
+@pytest.mark.parametrize("text, message", [
+    (csv_row("M1") + csv_row("M2"), "no message_id column"),
+    (CSV_HEADER.replace(",", ";") + csv_row("M1").replace(",", ";"), "comma-separated"),
+    ("message_id,order_id,buyer_id,sent_at,body,category,body\n" + csv_row("M1").strip() + ",again\n",
+     "column 'body' appears more than once"),
+], ids=["no-header", "semicolons", "repeated-column"])
+def test_ambiguous_csv_files_are_refused_by_name_in_check_and_audit(tmp_path, text, message):
+    log = tmp_path / "log.csv"
+    log.write_text(text)
+    for command in ("check", "audit"):
+        result = run(command, log)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unterminated_quote_is_a_reject_at_its_line(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text(CSV_HEADER + csv_row("M1") + 'M2,O1,B1,2021-03-28T10:00:00-07:00,"Hello,shipment_confirmation\n'
+                   + csv_row("M3"))
+    result = run("audit", log)
+    assert result.exit_code == 1
+    assert "log.csv line 3: unterminated quoted cell" in result.stderr
+
+
+@pytest.mark.parametrize("name, data, judged", [
+    ("pretty.json", json.dumps(GOOD, indent=2).encode(), 1),
+    ("cr.jsonl", b"\r".join(json.dumps({**GOOD, "message_id": f"M{i}"}).encode() for i in range(3)) + b"\r", None),
+    ("array.json", json.dumps([GOOD, {**GOOD, "message_id": "M2"}], indent=1).encode(), None),
+])
+def test_check_and_audit_read_every_format_alike(tmp_path, name, data, judged):
+    log = tmp_path / name
+    log.write_bytes(data)
+    checked = run("check", log, "--format", "json")
+    audited = run("audit", log, "--format", "json")
+    if judged is None:  # refused by both, with the same one-line error
+        assert checked.exit_code == audited.exit_code == 2
+        assert checked.stderr == audited.stderr and len(checked.stderr.strip().splitlines()) == 1
+    else:
+        assert len(checked.stdout.splitlines()) == judged
+        assert json.loads(audited.stdout)["counts"]["judged"] == judged
+
+
+def test_broken_parquet_files_are_one_input_error(tmp_path):
+    for data in (b"", b"PAR1\x00\x00", b"PAR1" + b"\x00" * 100 + b"PAR1"):
+        log = tmp_path / "log.parquet"
+        log.write_bytes(data)
+        for command in ("check", "audit"):
+            result = run(command, log)
+            assert result.exit_code == 2 and result.stderr.startswith("input error: ")
+
+
+# ---- outputs are safe -------------------------------------------------------------------
+
+
+def test_an_output_naming_an_input_or_another_output_is_refused_before_any_work(tmp_path):
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+    before = log.read_bytes()
+    for option in ("--rejects", "--results", "-o"):
+        result = run("audit", log, option, log)
+        assert result.exit_code == 2 and "is an input" in result.stderr
+        assert log.read_bytes() == before
+    result = run("audit", log, "--results", tmp_path / "a.jsonl", "--rejects", tmp_path / "a.jsonl")
+    assert result.exit_code == 2 and "name the same file" in result.stderr
+    result = run("diff", log, "--variant", "on=2017-04-01", "--changes", log)
+    assert result.exit_code == 2 and log.read_bytes() == before
+    result = run("audit", log, "--results", tmp_path / "out.xlsx")
+    assert result.exit_code == 2 and "unknown suffix '.xlsx'" in result.stderr
+    result = run("audit", log, "-o", tmp_path / "missing" / "report.txt")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_an_interrupted_write_leaves_the_earlier_file_and_no_partial_one(tmp_path, suffix):
+    target = tmp_path / f"results{suffix}"
+    target.write_bytes(b"earlier")
+    line = (json.dumps({"message_id": "M1", "evaluated_at": "2021-03-28T10:00:00-07:00", "outcome": "allowed",
+                        "policies": [], "findings": []}) + "\n").encode()
+
+    def lines():
+        yield line
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_results(lines(), target)
+    assert target.read_bytes() == b"earlier"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_csv_cells_that_would_run_as_formulas_are_neutralised(tmp_path):
+    target = tmp_path / "results.csv"
+    for mid in ("=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0", "-1+1", "@SUM(A1)", "\tx", "\rx", "plain"):
+        line = json.dumps({"message_id": mid, "evaluated_at": "2021-03-28T10:00:00-07:00", "outcome": "allowed",
+                           "policies": [], "findings": []}) + "\n"
+        write_results([line.encode()], target)
+        cell = target.read_text().splitlines()[1]
+        assert cell.startswith("'" if mid != "plain" else "plain") or cell.startswith("\"'"), cell
+    import io
+    buf = io.StringIO()
+    SafeCsvWriter(buf).writerow(["=1+1", 3, "ok"])
+    assert buf.getvalue() == "'=1+1,3,ok\r\n"
+
+
+def test_atomic_output_removes_its_temporary_file_on_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "x.txt", "w") as fh:
+            fh.write("partial")
+            raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- bounded work on hostile policies -------------------------------------------------------
+
+
+def _overlay(tmp_path, body: str) -> Path:
+    path = tmp_path / "overlay.yaml"
+    path.write_text("title: t\nfamilies:\n  2020-contact-guidelines:\n    versions:\n      base:\n" + body)
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: "        parameters:\n          a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"          a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)),
+     "aliases are expanded"),
+    (lambda: "        parameters: {x: " + "[" * 5000 + "]" * 5000 + "}\n", "nest"),
+    (lambda: "        parameters: {window_days: 1e20}\n", "max_days"),
+], ids=["alias-bomb", "deep-nesting", "huge-window"])
+def test_hostile_overlays_are_policy_errors(tmp_path, make, message):
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+    result = run("check", log, "--overlay", _overlay(tmp_path, make()))
+    assert result.exit_code == 2 and result.stderr.startswith("policy error: ") and message in result.stderr
+
+
+def test_an_overlay_in_invalid_utf8_names_its_line(tmp_path):
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+    path = tmp_path / "overlay.yaml"
+    path.write_bytes(b"title: t\ndescription: caf\xe9\n")
+    result = run("check", log, "--overlay", path)
+    assert result.exit_code == 2 and "line 2: not valid UTF-8" in result.stderr
+
+
+def test_a_catastrophic_overlay_pattern_is_stopped_and_judged_unknown(tmp_path, monkeypatch):
+    monkeypatch.setattr(detectors, "PATTERN_TIME_LIMIT", 0.5)
+    overlay = _overlay(tmp_path, "        detectors:\n          email_address: "
+                                 "{kind: pattern, fields: [text], patterns: ['(a+)+$']}\n")
+    log = jsonl(tmp_path / "log.jsonl", [{**GOOD, "body": "a" * 101 + "!"}])
+    result = run("check", log, "--overlay", overlay, "--format", "json")
+    assert result.exit_code == 1
+    (verdict,) = [json.loads(line) for line in result.stdout.splitlines()]
+    notes = [f["evidence"].get("email_address", "") for f in verdict["findings"] if "evidence" in f]
+    assert any("time limit" in n for n in notes)
+
+
+ADVERSARIAL = ["a", "1", "a.", "a@", "1-", " 1", "-", ".", "www.", "http://a", "+1", "a_", "%"]
+
+
+def test_the_shipped_patterns_are_linear_on_1_mb_adversarial_texts(policies, monkeypatch):
+    """Each shipped regex detector, on 1 MB texts built to make backtracking patterns rescan:
+    a quadratic pattern needs hours there, so any hit of the (raised) time limit fails."""
+    from engine.detectors import TextViews, _RegexSpec, run_detector
+    from engine.model import Message
+
+    monkeypatch.setattr(detectors, "PATTERN_TIME_LIMIT", 30.0)
+    specs = {key: spec for f in policies.families.values() for v in f.versions
+             for key, spec in v.detectors_used.values() if isinstance(spec, _RegexSpec)}
+    assert specs
+    for piece in ADVERSARIAL:
+        body = piece * (1_000_000 // len(piece))
+        message = Message(**{**GOOD, "body": body, "subject": body[:1000]})
+        for key, spec in specs.items():
+            value, note = run_detector(spec, message, TextViews(message), None)
+            assert "time limit" not in note, (key, piece)
+
+
+# ---- exit status users can gate on ------------------------------------------------------------
+
+
+def test_fail_on_chooses_the_outcomes_that_fail(tmp_path):
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])  # an unsolicited shipment confirmation: a violation
+    assert run("check", log).exit_code == 1
+    assert run("check", log, "--fail-on", "violation").exit_code == 1
+    blocked = jsonl(tmp_path / "blocked.jsonl", [{**GOOD, "sent_at": "2017-03-28T10:00:00-07:00",
+                                                 "buyer_opted_out": True, "category": "review_request"}])
+    assert run("check", blocked, "--format", "json").exit_code == 1
+    assert run("check", blocked, "--fail-on", "violation").exit_code == 0
+    assert run("audit", blocked, "--fail-on", "violation").exit_code == 0
+    assert run("audit", blocked, "--fail-on", "blocked").exit_code == 1
+
+
+def test_an_audit_whose_every_record_is_rejected_exits_2(tmp_path):
+    log = jsonl(tmp_path / "log.jsonl", [{**GOOD, "sent_at": "0001-01-01T00:00:00+01:00"}])
+    result = run("audit", log)
+    assert result.exit_code == 2 and "all 1 record(s) rejected" in result.stderr.strip().splitlines()[-1]
+
+
+# ---- signals ------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_audit_its_workers_and_leaves_earlier_results(tmp_path, signum, status):
+    records = [{**GOOD, "message_id": f"M{i}", "buyer_id": f"B{i % 97}", "body": f"Hello {i}"}
+               for i in range(200_000)]
+    log = jsonl(tmp_path / "log.jsonl", records)
+    results = tmp_path / "results.jsonl"
+    results.write_text("earlier\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "audit", str(log), "--engine", "stream",
+                             "--jobs", "2", "--results", str(results)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, "the workers never started"
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        assert proc.wait(timeout=30) == status
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]
+                   for w in workers)
+    assert results.read_text() == "earlier\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "results.jsonl"]
+    assert "Traceback" not in proc.stderr.read().decode()
