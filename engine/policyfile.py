@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import operator
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from .conditions import All, AnyOf, ConditionSpec, Const, Node, Not, Test, facts_used, simplify
+from .conditions import All, AnyOf, ConditionSpec, Const, Node, Not, Test, facts_used, simplify, to_nnf
 from .detectors import DetectorSpec, PriorCountDetector
 from .facts import BOOL, RESERVED_FACT_NAMES, STRUCTURAL_FACTS, spec_key
 from .model import Category, Outcome
@@ -55,6 +56,25 @@ class PolicyError(MsgpolicyError):
         if field:
             where.append(f"field '{field}'")
         super().__init__(": ".join(where) + ": " + message)
+
+
+# durable_rules refuses a fact of more than 252 properties (its error 302); every fact also
+# carries the ruleset's sid and a marker, so a version's rules may read at most 250 facts.
+MAX_FACTS_PER_VERSION = 250
+# It also refuses a fact that matches more than 64 condition branches at once (its error 303):
+# every alternative of an `any` that holds is one branch.
+MAX_MATCHES_PER_VERSION = 64
+
+
+def _most_matches(node) -> int:
+    """An upper bound on the branches of a compiled condition (negation normal form) that one
+    fact can match: an `any` adds its items', an `all` multiplies them, and an `in` test is one
+    branch (a fact holds one value)."""
+    if isinstance(node, All):
+        return functools.reduce(operator.mul, (_most_matches(i) for i in node.items), 1)
+    if isinstance(node, AnyOf):
+        return sum(_most_matches(i) for i in node.items)
+    return 1
 
 
 # ---- schema ---------------------------------------------------------------
@@ -714,6 +734,15 @@ def _resolve_version(fam: _RawFamily, vid: str, ffile: FamilyFile, sources: dict
     for r in rules:
         if r.rule.enabled:
             used |= facts_used(r.condition)
+    matches = sum(_most_matches(to_nnf(r.condition)) for r in rules if r.rule.enabled)
+    if matches > MAX_MATCHES_PER_VERSION:
+        raise PolicyError(file, f"the enabled rules can match one message in {matches} ways; durable_rules "
+                                f"handles at most {MAX_MATCHES_PER_VERSION} (split the version's rules, or "
+                                "write `in` instead of alternatives of the same fact)", field="rules")
+    if len(used) > MAX_FACTS_PER_VERSION:
+        raise PolicyError(file, f"the enabled rules read {len(used)} facts; durable_rules evaluates at most "
+                                f"{MAX_FACTS_PER_VERSION} in one version (split the version's rules or "
+                                f"combine detectors)", field="rules")
     resolved = ResolvedVersion(
         family=ffile.id,
         version=version,

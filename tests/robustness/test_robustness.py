@@ -348,3 +348,20 @@ def test_a_signal_stops_the_audit_its_workers_and_leaves_earlier_results(tmp_pat
     assert results.read_text() == "earlier\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "results.jsonl"]
     assert "Traceback" not in proc.stderr.read().decode()
+
+
+@pytest.mark.parametrize("n, message", [(70, "can match one message in"), (260, "facts")],
+                         ids=["branches", "facts"])
+def test_durable_rules_limits_are_policy_errors_at_load(tmp_path, n, message):
+    """Past them durable_rules fails on the first message (its errors 302 and 303)."""
+    detectors_yaml = "".join(f"          d{i}: {{kind: pattern, fields: [text], patterns: ['q{i}z']}}\n"
+                             for i in range(n))
+    # Facts in `all` (one branch), or in `any` (one branch each).
+    join = "any" if n == 70 else "all"
+    rule = ("        rules:\n          - {id: MANY, title: many, outcome: violation, reason: r, sources: [P15], "
+            "confidence: H, when: {" + join + ": [" + ", ".join(f"{{fact: d{i}, eq: true}}" for i in range(n))
+            + "]}}\n")
+    overlay = _overlay(tmp_path, "        detectors:\n" + detectors_yaml + rule)
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+    result = run("check", log, "--overlay", overlay)
+    assert result.exit_code == 2 and result.stderr.startswith("policy error: ") and message in result.stderr
