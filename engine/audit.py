@@ -820,6 +820,7 @@ def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None
                         try:
                             status, payload = conn.recv()
                         except EOFError:
+                            procs[w].join(5)  # reaped, so its exit code tells why
                             code = procs[w].exitcode
                             status, payload = "error", (f"worker {w} died" + (
                                 f" (killed by signal {-code})" if code is not None and code < 0 else ""), None)

@@ -318,31 +318,29 @@ def log_items(path: Union[str, Path], mapping: Optional[ColumnMap] = None) -> It
 
     The raw item is a dict (the row before validation and before the column map; CSV and
     Parquet list columns already parsed), an InputError (a line that is no record), or None
-    (a blank line). A file that cannot be read as a whole raises LogError. `mapping` is
-    only used to judge a CSV header under the names the map gives its columns."""
+    (a blank line). A file that cannot be read as a whole raises LogError (OSError when it
+    cannot be opened). `mapping` only serves to judge a CSV header under the names the map
+    gives its columns."""
     source = str(path)
     fmt = log_format(path)
     if source == "-":
         yield from _json_items(sys.stdin.buffer, source, None)
         return
     path = Path(path)
-    try:
-        if fmt == "parquet":
-            yield from _parquet_items(path, source)
-        elif fmt == "csv":
-            yield from _csv_items(path, source, mapping)
-        else:
-            with open(path, "rb", buffering=1 << 20) as fh:
-                yield from _json_items(fh, source, os.fstat(fh.fileno()).st_size)
-    except (IsADirectoryError, FileNotFoundError, PermissionError) as exc:
-        raise LogError(source, exc.strerror or str(exc)) from None
+    if fmt == "parquet":
+        yield from _parquet_items(path, source)
+    elif fmt == "csv":
+        yield from _csv_items(path, source, mapping)
+    else:
+        with open(path, "rb", buffering=1 << 20) as fh:
+            yield from _json_items(fh, source, os.fstat(fh.fileno()).st_size)
 
 
 def check_log_file(path: Union[str, Path], mapping: Optional[ColumnMap] = None) -> None:
     """Raise LogError now for a file the readers would refuse (unreadable, an ambiguous CSV
     header, a JSON array, CR-only line ends, a broken Parquet footer), before any work starts."""
-    if str(path) == "-":
-        return
+    if str(path) == "-" or not Path(path).is_file():
+        return  # the reader itself names a missing file (OSError)
     items = log_items(path, mapping)
     try:
         next(items, None)

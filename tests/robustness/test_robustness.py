@@ -316,15 +316,16 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_stops_the_audit_its_workers_and_leaves_earlier_results(tmp_path, signum, status):
+@pytest.mark.parametrize("engine, signum, status", [("stream", signal.SIGTERM, 143), ("stream", signal.SIGINT, 130),
+                                                     ("batch", signal.SIGTERM, 143)])
+def test_a_signal_stops_the_audit_its_workers_and_leaves_earlier_results(tmp_path, engine, signum, status):
     records = [{**GOOD, "message_id": f"M{i}", "buyer_id": f"B{i % 97}", "body": f"Hello {i}"}
                for i in range(200_000)]
     log = jsonl(tmp_path / "log.jsonl", records)
     results = tmp_path / "results.jsonl"
     results.write_text("earlier\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "audit", str(log), "--engine", "stream",
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "audit", str(log), "--engine", engine,
                              "--jobs", "2", "--results", str(results)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -365,3 +366,27 @@ def test_durable_rules_limits_are_policy_errors_at_load(tmp_path, n, message):
     log = jsonl(tmp_path / "log.jsonl", [GOOD])
     result = run("check", log, "--overlay", overlay)
     assert result.exit_code == 2 and result.stderr.startswith("policy error: ") and message in result.stderr
+
+
+def test_a_killed_worker_fails_the_audit_cleanly(tmp_path):
+    records = [{**GOOD, "message_id": f"M{i}", "buyer_id": f"B{i % 97}"} for i in range(200_000)]
+    log = jsonl(tmp_path / "log.jsonl", records)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "audit", str(log), "--engine", "stream",
+                             "--jobs", "2", "--results", str(tmp_path / "results.jsonl")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, "the workers never started"
+        os.kill(workers[0], signal.SIGKILL)
+        assert proc.wait(timeout=30) == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    err = proc.stderr.read().decode()
+    assert err.startswith("audit error: worker") and "killed by signal 9" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]
