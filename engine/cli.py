@@ -108,6 +108,9 @@ class _Main(click.Group):
             result = super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except _Terminated:
+            click.echo("terminated", err=True)
+            raise
         except SystemExit:
             _flush_stdout()
             raise

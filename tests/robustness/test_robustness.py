@@ -317,7 +317,8 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.parametrize("engine, signum, status", [("stream", signal.SIGTERM, 143), ("stream", signal.SIGINT, 130),
-                                                     ("batch", signal.SIGTERM, 143)])
+                                                     ("batch", signal.SIGTERM, 143),
+                                                     ("stream", signal.SIGKILL, -signal.SIGKILL)])
 def test_a_signal_stops_the_audit_its_workers_and_leaves_earlier_results(tmp_path, engine, signum, status):
     records = [{**GOOD, "message_id": f"M{i}", "buyer_id": f"B{i % 97}", "body": f"Hello {i}"}
                for i in range(200_000)]
@@ -348,7 +349,10 @@ def test_a_signal_stops_the_audit_its_workers_and_leaves_earlier_results(tmp_pat
                    for w in workers)
     assert results.read_text() == "earlier\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "results.jsonl"]
-    assert "Traceback" not in proc.stderr.read().decode()
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err
+    if signum != signal.SIGKILL:
+        assert err.strip().splitlines()[-1] == ("interrupted" if signum == signal.SIGINT else "terminated")
 
 
 @pytest.mark.parametrize("n, message", [(70, "can match one message in"), (260, "facts")],
