@@ -238,7 +238,7 @@ def _overlay(tmp_path, body: str) -> Path:
         f"          a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)),
      "aliases are expanded"),
     (lambda: "        parameters: {x: " + "[" * 5000 + "]" * 5000 + "}\n", "nest"),
-    (lambda: "        parameters: {window_days: 1e20}\n", "max_days"),
+    (lambda: "        parameters: {window_days: 1000000}\n", "less than or equal to 36500"),
 ], ids=["alias-bomb", "deep-nesting", "huge-window"])
 def test_hostile_overlays_are_policy_errors(tmp_path, make, message):
     log = jsonl(tmp_path / "log.jsonl", [GOOD])
@@ -394,3 +394,14 @@ def test_a_killed_worker_fails_the_audit_cleanly(tmp_path):
     err = proc.stderr.read().decode()
     assert err.startswith("audit error: worker") and "killed by signal 9" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]
+
+
+def test_diff_fail_on_counts_only_changes_that_reach_the_level(tmp_path):
+    # Judged on 2017-03-30 (rollout) and 2017-04-01 (suspended): the blocked message becomes no_policy.
+    log = jsonl(tmp_path / "log.jsonl", [{**GOOD, "sent_at": "2017-03-28T10:00:00-07:00", "buyer_opted_out": True,
+                                          "category": "review_request"}])
+    sides = ["--baseline", "on=2017-03-30", "--variant", "on=2017-04-01", "--jobs", "1"]
+    assert run("diff", log, *sides).exit_code == 1
+    assert run("diff", log, *sides, "--fail-on", "blocked").exit_code == 0  # nothing got worse
+    assert run("diff", log, "--baseline", "on=2017-04-01", "--variant", "on=2017-03-30", "--jobs", "1",
+               "--fail-on", "blocked").exit_code == 1
