@@ -759,6 +759,7 @@ def replay(file, store_url, order_id, since, export_path, policies_dir, fmt):
 
     if (file is None) == (store_url is None):
         raise click.UsageError("give FILE or --store, not both")
+    check_outputs([file] if file is not None else [], {"--export": export_path})
     try:
         if file is not None:
             decisions = decisions_from_file(file)

@@ -287,16 +287,29 @@ def _parquet_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]
         raise LogError(source, f"not a readable Parquet file: {exc}") from None
     row = 0
     batches = parquet.iter_batches(batch_size=65536)
+    converting = (pa.ArrowException, ValueError, OverflowError)
     while True:
         try:
             batch = next(batches)
-            rows = batch.to_pylist()
         except StopIteration:
             return
-        except (pa.ArrowException, OSError, ValueError, OverflowError) as exc:
+        except (pa.ArrowException, OSError) as exc:
             raise LogError(source, f"Parquet data after row {row} cannot be read: {exc}") from None
+        try:
+            rows = batch.to_pylist()
+        except converting:
+            # A value Python cannot hold (e.g. a timestamp past year 9999): find it row by row.
+            rows = []
+            for i in range(batch.num_rows):
+                try:
+                    rows.extend(batch.slice(i, 1).to_pylist())
+                except converting as exc:
+                    rows.append(InputError(source, row + i + 1, None, None, f"a value cannot be read: {exc}"))
         for data in rows:
             row += 1
+            if isinstance(data, InputError):
+                yield row, data, 0
+                continue
             out = {}
             for k, v in data.items():
                 if v is None:

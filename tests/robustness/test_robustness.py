@@ -405,3 +405,17 @@ def test_diff_fail_on_counts_only_changes_that_reach_the_level(tmp_path):
     assert run("diff", log, *sides, "--fail-on", "blocked").exit_code == 0  # nothing got worse
     assert run("diff", log, "--baseline", "on=2017-04-01", "--variant", "on=2017-03-30", "--jobs", "1",
                "--fail-on", "blocked").exit_code == 1
+
+
+def test_a_parquet_value_python_cannot_hold_is_a_reject_at_its_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    times = pa.array([1_616_950_800_000_000, 300_000_000_000_000_000, 1_616_950_900_000_000],
+                     pa.timestamp("us", tz="UTC"))  # the second is in year 11476
+    log = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"message_id": ["M1", "M2", "M3"], "order_id": ["O1"] * 3, "buyer_id": ["B1"] * 3,
+                             "sent_at": times, "category": ["shipment_confirmation"] * 3}), log)
+    result = run("audit", log)
+    assert result.exit_code == 1
+    assert "log.parquet line 2: a value cannot be read" in result.stderr and "1 record(s) rejected" in result.stderr
