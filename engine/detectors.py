@@ -369,7 +369,15 @@ def _host_matches(host: str, suffixes: list[str]) -> bool:
 # on a short text. The shipped patterns are linear (tests/robustness); a pattern from an
 # overlay or another policy directory may not be, so one detector's matching on one message
 # is stopped after this many seconds and its fact is unknown (the rule is indeterminate).
-PATTERN_TIME_LIMIT = float(os.environ.get("MSGPOLICY_PATTERN_TIME_LIMIT", "2"))
+def _time_limit(default: float = 2.0) -> float:
+    try:
+        value = float(os.environ.get("MSGPOLICY_PATTERN_TIME_LIMIT", default))
+    except ValueError:
+        return default  # a malformed setting must not break every command at import
+    return value if value > 0 else default
+
+
+PATTERN_TIME_LIMIT = _time_limit()
 
 
 class PatternTimeout(Exception):
