@@ -494,41 +494,65 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
 # ---- test (policy tests for users) -------------------------------------------------------------
 
 
-@main.command("test")
+@main.command("test", short_help="Run policy tests: records with the outcome and rules they must get.")
 @click.argument("cases", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", show_default=True,
+              help="Text, one JSON report, or JUnit XML for CI systems.")
+@click.option("--run", "run_pattern", metavar="REGEX",
+              help="Judge only the cases whose name this regular expression matches (searched, not anchored).")
+@click.option("--coverage", "show_coverage", is_flag=True,
+              help="Also name the rules no case exercises, per policy version.")
 @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Policy directory (default: the shipped policies).")
 @click.option("-v", "--verbose", is_flag=True, help="Text: also list the cases that pass.")
-def test_cases(cases, fmt, policies_dir, verbose):
+def test_cases(cases, fmt, run_pattern, show_coverage, policies_dir, verbose):
     """Run policy tests: each case is a record with the outcome and rules it must get.
 
-    Exit status: 0 every case passes, 1 at least one fails, 2 the file or the policies are invalid
-    (nothing is judged then). See docs/howto/test.md for the file format.
-    """
-    from .policytest import CasesError, run_cases
+    \b
+    Examples:
+      msgpolicy test cases.yaml -v
+      msgpolicy test cases.yaml --run emoji
+      msgpolicy test cases.yaml --coverage
+      msgpolicy test cases/*.yaml --format junit > msgpolicy-tests.xml
 
-    all_results = []
+    Exit status: 0 every case passes, 1 at least one fails, 2 the file or the policies are invalid
+    (nothing is judged then). See "Write policy tests" in the documentation for the file format.
+    """
+    import re
+
+    from .policytest import CasesError, coverage, junit_xml, run_file
+
+    try:
+        select = re.compile(run_pattern) if run_pattern is not None else None
+    except re.error as exc:
+        raise click.BadParameter(f"not a regular expression: {exc}", param_hint="--run") from None
+    runs = []
     for path in cases:
         if not path.is_file():
             click.echo(f"input error: {path}: no such file", err=True)
             sys.exit(EXIT_ERROR)
         try:
-            all_results.append((path, run_cases(path, policies_dir)))
+            runs.append((path, run_file(path, policies_dir, select)))
         except (CasesError, PolicyError) as exc:
             click.echo(f"input error: {exc}", err=True)
             sys.exit(EXIT_ERROR)
-    failed = sum(not r.passed for _, rs in all_results for r in rs)
-    total = sum(len(rs) for _, rs in all_results)
-    if fmt == "json":
-        click.echo(orjson.dumps({"passed": total - failed, "failed": failed, "files": [
+    failed = sum(not r.passed for _, run in runs for r in run.results)
+    total = sum(len(run.results) for _, run in runs)
+    deselected = sum(len(run.deselected) for _, run in runs)
+    covered = coverage(run for _, run in runs) if show_coverage else None
+    if fmt == "junit":
+        click.echo(junit_xml(runs), nl=False)
+    elif fmt == "json":
+        report = {"passed": total - failed, "failed": failed, "deselected": deselected, "files": [
             {"file": str(p), "cases": [{"name": r.name, "passed": r.passed, "variant": r.side,
                                         "expected": r.expected, "got": r.got, "problems": r.problems}
-                                       for r in rs]} for p, rs in all_results]},
-            option=orjson.OPT_INDENT_2).decode())
+                                       for r in run.results]} for p, run in runs]}
+        if covered is not None:
+            report["coverage"] = covered
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        for path, rs in all_results:
-            for r in rs:
+        for path, run in runs:
+            for r in run.results:
                 if r.passed and not verbose:
                     continue
                 status = "PASS" if r.passed else "FAIL"
@@ -537,7 +561,13 @@ def test_cases(cases, fmt, policies_dir, verbose):
                     click.echo(f"     {problem}")
                 if not r.passed:
                     click.echo(f"     got {r.got['outcome']} [{', '.join(r.got['rules']) or 'no findings'}]")
-        click.echo(f"{total - failed}/{total} case(s) passed" + (f", {failed} failed" if failed else ""))
+        click.echo(f"{total - failed}/{total} case(s) passed" + (f", {failed} failed" if failed else "")
+                   + (f" ({deselected} not selected by --run)" if deselected else ""))
+        if covered is not None:
+            click.echo(f"rule coverage: {covered['exercised']}/{covered['rules']} rules exercised"
+                       + ("; no case exercises:" if covered["not_exercised"] else ""))
+            for version, rules in covered["not_exercised"].items():
+                click.echo(f"  {version}: {', '.join(rules)}")
     sys.exit(EXIT_FINDINGS if failed else EXIT_CLEAN)
 
 
