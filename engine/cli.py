@@ -60,9 +60,19 @@ def common_options(func):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="msgpolicy")
+@click.version_option(__version__, "-V", "--version", prog_name="msgpolicy")
 def main():
-    """Judge seller-to-buyer messages by the marketplace rules in force when they were sent."""
+    """Judge seller-to-buyer messages by the marketplace rules in force when they were sent.
+
+    \b
+    Start with:
+      msgpolicy check samples/2017-sample.jsonl
+      msgpolicy audit LOG.jsonl --results results.parquet --format html -o report.html
+      msgpolicy COMMAND --help      (examples and exit status of each command)
+
+    Exit status: 0 every message allowed or no_policy; 1 some blocked, indeterminate or
+    violation; 2 usage, input or policy error.
+    """
 
 
 # ---- check -----------------------------------------------------------------------
@@ -96,7 +106,7 @@ map_option = click.option(
     help="Column map for a tool export: renames columns, sets constant fields, names the zone of naive timestamps.")
 
 
-@main.command()
+@main.command(short_help="Judge each message of a file, as sent or on another date.")
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--on", "on", metavar="DATE|TIMESTAMP",
               help="Judge as if sent at this instant; a date alone means local noon in each message's marketplace.")
@@ -105,7 +115,18 @@ map_option = click.option(
 @map_option
 @common_options
 def check(file, on, evaluator, map_file, fmt, policies: PolicySet):
-    """Judge each message in FILE (a JSON object, or a JSON Lines / CSV / Parquet log)."""
+    """Judge each message in FILE (a JSON object, or a JSON Lines / CSV / Parquet log; - reads stdin).
+
+    \b
+    Examples:
+      msgpolicy check samples/2017-sample.jsonl
+      msgpolicy check log.jsonl --on 2017-04-01 --format json
+      msgpolicy check export.csv --map export.map.yaml
+      msgpolicy check - < message.json
+
+    Exit status: 0 every message allowed or no_policy; 1 some blocked, indeterminate or
+    violation; 2 usage, input or policy error (nothing is judged).
+    """
     at = _parse_when(on)
     mapping = _load_map(map_file)
     if file != "-" and not Path(file).is_file():
@@ -137,7 +158,7 @@ def check(file, on, evaluator, map_file, fmt, policies: PolicySet):
 # ---- classify ---------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="Show the inferred category and language of raw records.")
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True,
               help="Human-readable text, JSON Lines, or CSV.")
@@ -145,7 +166,15 @@ def check(file, on, evaluator, map_file, fmt, policies: PolicySet):
               help="Policy directory (default: the policies shipped with the package).")
 @map_option
 def classify(file, fmt, policies_dir, map_file):
-    """The category and language of each message in FILE, inferred where the record gives none."""
+    """The category and language of each message in FILE, inferred where the record gives none.
+
+    \b
+    Examples:
+      msgpolicy classify export.csv --map export.map.yaml
+      msgpolicy classify raw.jsonl --format csv > categories.csv
+
+    Exit status: 0 classified; 2 usage, input or policy error (nothing is classified).
+    """
     from .classify import classify_log, rows_csv, row_json, row_text
 
     mapping = _load_map(map_file)
@@ -174,10 +203,18 @@ def classify(file, fmt, policies_dir, map_file):
 # ---- timeline, rules, schema ---------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="List the policy versions, their intervals and alternatives.")
 @common_options
 def timeline(fmt, policies: PolicySet):
-    """The policy versions and their half-open intervals [from, to)."""
+    """The policy versions, their half-open intervals [from, to) and the recorded alternatives.
+
+    \b
+    Examples:
+      msgpolicy timeline
+      msgpolicy timeline --alt no-suspension-2017-03-31 --format json
+
+    Exit status: 0; 2 usage or policy error.
+    """
     rows = timeline_rows(policies)
     alternatives = [
         {"name": a.name, "policy": f.id, "title": a.title, "confidence": a.confidence, "sources": a.sources}
@@ -189,6 +226,7 @@ def timeline(fmt, policies: PolicySet):
                                 option=orjson.OPT_INDENT_2).decode())
         return
     click.echo("Dates are local midnight in each message's marketplace; intervals are [from, to).")
+    click.echo(CONFIDENCE_LEGEND)
     for family in policies.families.values():
         click.echo(f"\n{family.id}: {family.file.title}")
         for r in (r for r in rows if r["policy"] == family.id):
@@ -204,12 +242,21 @@ def timeline(fmt, policies: PolicySet):
         click.echo(f"\nSelected: {', '.join(policies.alternatives)}")
 
 
-@main.command()
-@click.option("--on", "on", metavar="DATE", help="Date (default: today).")
+@main.command(short_help="List the rules in force on a date, with their sources.")
+@click.option("--on", "on", metavar="DATE|TIMESTAMP",
+              help="Date, or an instant read on the marketplace's calendar (default: today).")
 @click.option("--marketplace", default="US", show_default=True, help="Marketplace calendar to read the date in.")
 @common_options
 def rules(on, marketplace, fmt, policies: PolicySet):
-    """The rules in force on a date, with their sources."""
+    """The rules in force on a date in a marketplace, their conditions in words, and their sources.
+
+    \b
+    Examples:
+      msgpolicy rules --on 2017-04-01
+      msgpolicy rules --on 2021-01-01T08:00:00+01:00 --marketplace DE --format json
+
+    Exit status: 0; 2 usage or policy error.
+    """
     when = _parse_when(on) or dt.date.today()
     day = when if isinstance(when, dt.date) and not isinstance(when, dt.datetime) else None
     if day is None:
@@ -245,18 +292,87 @@ def rules(on, marketplace, fmt, policies: PolicySet):
             click.echo(f"  {'':<8} when {r['condition']}")
             click.echo(f"  {'':<8} sources: {', '.join(r['sources'])}")
         click.echo("")
+    click.echo(CONFIDENCE_LEGEND)
+    click.echo("Source keys: `msgpolicy sources KEY` gives each one's title, publisher and URL.")
 
 
-@main.command()
+@main.command(short_help="Print the JSON Schema of the message record.")
 def schema():
-    """The JSON Schema of the message record."""
+    """The JSON Schema of the message record, generated from the engine's model.
+
+    \b
+    Example:
+      msgpolicy schema > message.schema.json
+
+    Exit status: 0.
+    """
     click.echo(orjson.dumps(message_json_schema(), option=orjson.OPT_INDENT_2).decode())
+
+
+CONFIDENCE_LEGEND = ("conf: how well the sources support a version or rule: H several consistent sources, "
+                     "M one or two secondary sources, L a single, vague or contested source.")
+
+
+@main.command(short_help="Show what the source keys that findings cite stand for.")
+@click.argument("keys", nargs=-1, metavar="[ID]...")
+@common_options
+def sources(keys, fmt, policies: PolicySet):
+    """Each source a finding can cite (P22, 000_9b4961320dbaa2d2.txt, ...): its title, publisher,
+    URL or file, and the versions and rules that cite it. With IDs, only those.
+
+    \b
+    Examples:
+      msgpolicy sources
+      msgpolicy sources P22 000_9b4961320dbaa2d2.txt
+      msgpolicy sources --format json
+
+    Exit status: 0; 2 an unknown ID, a usage or policy error.
+    """
+    from .sources import source_rows
+
+    try:
+        rows = source_rows(policies, keys)
+    except KeyError as exc:
+        raise click.BadParameter(f"unknown source {exc.args[0]} (see `msgpolicy sources`)", param_hint="ID") from None
+    if fmt == "json":
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    for row in rows:
+        title = row["title"].removeprefix(f"{row['key']}: ")  # titles may repeat their key
+        click.echo(f"{row['key']}  {title}")
+        if row["publisher"] and row["publisher"] != title:
+            click.echo(f"    publisher: {row['publisher']}")
+        click.echo(f"    url: {row['url']}" if row["url"] else f"    file: {row['file']} (an article kept as a file)")
+        if row["note"]:
+            click.echo(f"    note: {row['note']}")
+        for where, rule_ids in row["cited_by"].items():
+            click.echo(f"    cited by {where}" + (f": {', '.join(rule_ids)}" if rule_ids else ""))
+
+
+@main.command(short_help="Print a shell completion script (bash, zsh or fish).")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell):
+    """Print the completion script for SHELL; commands, options and choices then complete on TAB.
+
+    \b
+    Examples:
+      eval "$(msgpolicy completion bash)"                        # in ~/.bashrc
+      eval "$(msgpolicy completion zsh)"                         # in ~/.zshrc
+      msgpolicy completion fish > ~/.config/fish/completions/msgpolicy.fish
+
+    Exit status: 0; 2 an unknown shell.
+    """
+    from click.shell_completion import get_completion_class
+
+    # click's own completion: the script calls back `msgpolicy` with _MSGPOLICY_COMPLETE set.
+    script = get_completion_class(shell)(main, {}, "msgpolicy", "_MSGPOLICY_COMPLETE").source()
+    click.echo(script)
 
 
 # ---- audit ---------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="Audit whole logs: summary report, per-message results, rejects.")
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--on", "on", metavar="DATE|TIMESTAMP",
               help="Judge every message as if sent at this instant (what-if); default: as sent.")
@@ -293,6 +409,14 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
 
     History follows file order (a real export is sorted by sent_at); a message sent before a
     record already seen for its buyer is judged with the history so far and flagged out_of_order.
+    A progress bar goes to standard error when it is a terminal (not with --quiet).
+
+    \b
+    Examples:
+      msgpolicy audit samples/2017-2025-sample.jsonl
+      msgpolicy audit log.jsonl --results results.parquet --format html -o report.html
+      msgpolicy audit export.csv --map export.map.yaml --rejects rejects.jsonl
+
     Exit status: 0 all clean, 1 findings, 2 usage/input error or read != judged + rejected + events.
     """
     from .audit import AuditConfig, audit as run_audit
@@ -401,7 +525,7 @@ def _reject_text(item: dict) -> str:
 EXIT_SAME, EXIT_DIFFERENT = 0, 1
 
 
-@main.command()
+@main.command(short_help="Compare two readings on a log, or over every possible message.")
 @click.argument("logs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--baseline", "baseline", multiple=True, metavar="SPEC",
               help="The reference side (default: shipped policies, judged as sent). SPEC items, comma-"
@@ -574,7 +698,8 @@ def test_cases(cases, fmt, run_pattern, show_coverage, policies_dir, verbose):
 # ---- serve, replay (engine/serve) --------------------------------------------------------------
 
 
-@main.group(invoke_without_command=True)
+@main.group(invoke_without_command=True,
+            short_help="Check messages before sending, over HTTP, with a history database.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback needs --tokens.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
@@ -588,7 +713,16 @@ def test_cases(cases, fmt, run_pattern, show_coverage, policies_dir, verbose):
               help="Select a recorded alternative reading for every request (repeatable).")
 @click.pass_context
 def serve(ctx, host, port, store_url, tokens_file, policies_dir, alternatives):
-    """Check messages before they are sent, over HTTP, with the history kept in a database."""
+    """Check messages before they are sent, over HTTP, with the history kept in a database.
+
+    \b
+    Examples:
+      msgpolicy serve --store history.sqlite3
+      msgpolicy serve --host 0.0.0.0 --tokens tokens.txt --store postgresql://msgpolicy@db/msgpolicy
+      msgpolicy serve token add shop-1 --tokens tokens.txt
+
+    Exit status: 0 after a clean shutdown; 2 usage, policy, store or token file error.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from .serve import StoreError, run
@@ -624,7 +758,7 @@ def serve_token_add(name, tokens_file):
         sys.exit(EXIT_ERROR)
 
 
-@main.command()
+@main.command(short_help="Judge logged decisions again; report those that would differ.")
 @click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--store", "store_url", metavar="URL", help="Replay the decision log of this store instead of FILE.")
 @click.option("--order-id", help="Only the decisions on this order.")
@@ -636,6 +770,12 @@ def serve_token_add(name, tokens_file):
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def replay(file, store_url, order_id, since, export_path, policies_dir, fmt):
     """Judge logged decisions again (from FILE, exported JSON Lines, or --store) and report those that differ.
+
+    \b
+    Examples:
+      msgpolicy replay --store history.sqlite3 --since 2026-01-01T00:00:00Z
+      msgpolicy replay --store history.sqlite3 --export decisions.jsonl
+      msgpolicy replay decisions.jsonl --policies ./draft-policies
 
     Exit status: 0 none differs, 1 some differ, 2 usage, input or policy error.
     """

@@ -1,0 +1,89 @@
+"""The command line's shared vocabulary: -V, help texts, completion, `sources`."""
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from engine import __version__, load_policies
+from engine.cli import main
+
+from ..conftest import POLICIES
+
+
+def run(*args, **kw):
+    return CliRunner().invoke(main, list(args), **kw)
+
+
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_version(flag):
+    r = run(flag)
+    assert r.exit_code == 0 and r.stdout.strip() == f"msgpolicy, version {__version__}"
+
+
+def test_every_command_has_a_short_help_examples_and_exit_status():
+    for name, command in main.commands.items():
+        assert command.short_help, f"{name}: no short_help"
+        text = run(name, "--help").stdout
+        assert "Example" in text, f"{name} --help has no example"
+        assert "Exit status" in text, f"{name} --help does not give its exit status"
+
+
+def test_the_command_list_is_not_truncated():
+    text = run("--help").stdout
+    listing = text.split("Commands:")[1]
+    assert not any(line.rstrip().endswith("...") for line in listing.splitlines()), listing
+    for name, command in main.commands.items():
+        assert " ".join(command.short_help.split()[:3]) in " ".join(listing.split())
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(shell):
+    r = run("completion", shell)
+    assert r.exit_code == 0 and "_MSGPOLICY_COMPLETE" in r.stdout
+    assert run("completion", "tcsh").exit_code == 2
+
+
+def test_the_completion_script_completes_commands_and_choices():
+    # what the bash script asks: COMP_WORDS / COMP_CWORD with _MSGPOLICY_COMPLETE=bash_complete
+    def complete(words):
+        env = {"_MSGPOLICY_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
+        result = CliRunner().invoke(main, [], env=env, prog_name="msgpolicy")
+        return [line.split(",", 1)[1] for line in result.stdout.splitlines()]
+
+    assert {"check", "classify", "completion"} <= set(complete("msgpolicy c"))
+    assert complete("msgpolicy test x.yaml --format ") == ["text", "json", "junit"]
+
+
+def test_sources_lists_every_key_with_what_cites_it():
+    policies = load_policies(POLICIES)
+    r = run("sources", "--format", "json")
+    assert r.exit_code == 0
+    rows = {row["key"]: row for row in json.loads(r.stdout)}
+    assert list(rows) == list(policies.sources)
+    for version in policies.all_versions():
+        for rule in version.enabled_rules:
+            for key in rule.rule.sources:
+                assert rule.id in rows[key]["cited_by"][f"{version.family}/{version.id}"]
+    for key, row in rows.items():
+        source = policies.sources[key]
+        assert row["title"] == source.title and row["url"] == source.url
+        assert (row["file"] is None) == (source.url is not None)
+        if source.url:
+            assert row["publisher"] and row["publisher"] in source.url
+
+
+def test_sources_of_given_keys_and_an_unknown_one():
+    policies = load_policies(POLICIES)
+    key = next(k for k, s in policies.sources.items() if s.url)
+    r = run("sources", key)
+    assert r.exit_code == 0 and r.stdout.startswith(f"{key}  ") and policies.sources[key].url in r.stdout
+    r = run("sources", key, "no-such-source")
+    assert r.exit_code == 2 and "no-such-source" in r.output
+
+
+def test_rules_takes_a_timestamp_and_explains_confidence():
+    r = run("rules", "--on", "2017-04-01T10:00:00-07:00")
+    assert r.exit_code == 0 and "2017-optout/suspension" in r.stdout
+    assert "conf: " in r.stdout and "H several consistent sources" in r.stdout
+    assert "H several consistent sources" in run("timeline").stdout
