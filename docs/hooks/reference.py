@@ -616,7 +616,7 @@ def _show_sig(value: Any) -> str:
 
 def categories_page(family: Family) -> str:
     out = [f"# Categories: {family.id}", "",
-           "How each version classifies every message category (CONTRACT §2). "
+           "How each version classifies every message category. "
            "A change from the previous version is marked **bold**.", ""]
     versions = family.versions
     cats = list(versions[0].version.categories) if versions else []
