@@ -402,9 +402,11 @@ def completion(shell):
                    "memory grows with the log); stream: records one by one over --jobs workers (memory bounded "
                    "by the active history); auto: batch for JSON Lines logs from 8 MiB up to what the "
                    "available memory holds, stream otherwise. The same results either way.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar and no closing line on standard error (errors are still reported).")
 @map_option
 def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, sensitivity,
-          engine_name, map_file):
+          engine_name, map_file, quiet):
     """Judge whole logs (JSON Lines, CSV, Parquet) as a stream; bad records are set aside, never fatal.
 
     History follows file order (a real export is sorted by sent_at); a message sent before a
@@ -434,31 +436,18 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
             sys.exit(EXIT_ERROR)
     cfg = AuditConfig(paths=list(logs), at=at, jobs=jobs, history_days=history_days,
                       results=results, rejects=rejects, mapping=_load_map(map_file), engine=engine_name)
-    interactive = sys.stderr.isatty() and sys.stdout.isatty()
-    if interactive:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        total = _estimate_messages(logs)
-        progress = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]} records/s"), TimeElapsedColumn(), TextColumn("ETA"),
-                            TimeRemainingColumn(), transient=True)
-        task = progress.add_task("audit", total=total, rate="-")
-        import time
-        start = time.monotonic()
+    # The bar goes to standard error whenever that is a terminal, even with stdout piped.
+    from .progress import AuditProgress, progress_wanted
 
-        def on_progress(done):
-            rate = done / max(time.monotonic() - start, 1e-6)
-            progress.update(task, completed=done, rate=f"{rate:,.0f}")
-        run = lambda: run_audit(policies, cfg, on_progress)  # noqa: E731
-    else:
-        progress = None
-        run = lambda: run_audit(policies, cfg)  # noqa: E731
+    interactive = progress_wanted(sys.stderr, quiet)
     try:
-        if progress is not None:
-            with progress:
-                result = run()
+        if interactive:
+            from rich.console import Console
+
+            with AuditProgress(logs, Console(stderr=True), results) as progress:
+                result = run_audit(policies, cfg, progress)
         else:
-            result = run()
+            result = run_audit(policies, cfg)
     except (OSError, RuntimeError, UnicodeDecodeError) as exc:
         # Not a finding: exit 2 so a script never mistakes a failed audit for status 1.
         click.echo(f"audit error: {exc}", err=True)
@@ -481,6 +470,12 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
     if s.rejected:
         where = f" (see {rejects})" if rejects else ""
         click.echo(f"{s.rejected} record(s) rejected{where}", err=True)
+    if interactive:
+        from .progress import written_line
+
+        line = written_line(output, results, s.judged, rejects, s.rejected)  # one result per judged message
+        if line:
+            click.echo(line, err=True)
     clean = all(s.outcomes.get(o.value, 0) == 0 for o in Outcome if not o.is_clean)
     sys.exit(EXIT_CLEAN if clean else EXIT_FINDINGS)
 
@@ -498,18 +493,6 @@ def _with_sensitivity(fmt, report, logs, policies_dir, alternatives, at, jobs, h
         click.echo(f"audit error: sensitivity: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     return render_sensitivity(fmt, sens, report)
-
-
-def _estimate_messages(logs) -> int:
-    """Line count estimate for the progress bar (size / mean line length of the first 1 MiB)."""
-    total = 0
-    for log in logs:
-        size = log.stat().st_size
-        with open(log, "rb") as fh:
-            head = fh.read(1 << 20)
-        lines = head.count(b"\n") or 1
-        total += int(size / (len(head) / lines)) if head else 0
-    return max(total, 1)
 
 
 def _reject_text(item: dict) -> str:
