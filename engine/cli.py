@@ -309,8 +309,8 @@ def schema():
     click.echo(orjson.dumps(message_json_schema(), option=orjson.OPT_INDENT_2).decode())
 
 
-CONFIDENCE_LEGEND = ("conf: how well the sources support a version or rule: H several consistent sources, "
-                     "M one or two secondary sources, L a single, vague or contested source.")
+CONFIDENCE_LEGEND = ("conf: how well the sources support a version or rule:\n"
+                     "  H several consistent sources, M one or two secondary ones, L a single, vague or contested one.")
 
 
 @main.command(short_help="Show what the source keys that findings cite stand for.")
