@@ -296,17 +296,27 @@ def rules(on, marketplace, fmt, policies: PolicySet):
     click.echo("Source keys: `msgpolicy sources KEY` gives each one's title, publisher and URL.")
 
 
-@main.command(short_help="Print the JSON Schema of the message record.")
-def schema():
-    """The JSON Schema of the message record, generated from the engine's model.
+@main.command(short_help="Print the JSON Schema of the message record (or of a result line).")
+@click.option("--result", "of_result", is_flag=True,
+              help="The schema of a verdict line instead: `check --format json`, `audit --results *.jsonl`.")
+def schema(of_result):
+    """The JSON Schema of the message record, or with --result of a verdict line, generated from
+    the engine's models.
 
     \b
-    Example:
+    Examples:
       msgpolicy schema > message.schema.json
+      msgpolicy schema --result > result.schema.json
 
     Exit status: 0.
     """
-    click.echo(orjson.dumps(message_json_schema(), option=orjson.OPT_INDENT_2).decode())
+    if of_result:
+        from .results import ResultLine
+
+        document = ResultLine.model_json_schema(mode="serialization")
+    else:
+        document = message_json_schema()
+    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
 CONFIDENCE_LEGEND = ("conf: how well the sources support a version or rule:\n"

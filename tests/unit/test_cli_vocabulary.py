@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from engine import __version__, load_policies
 from engine.cli import main
 
-from ..conftest import POLICIES
+from ..conftest import POLICIES, ROOT
 
 
 def run(*args, **kw):
@@ -87,3 +87,20 @@ def test_rules_takes_a_timestamp_and_explains_confidence():
     assert r.exit_code == 0 and "2017-optout/suspension" in r.stdout
     assert "conf: " in r.stdout and "H several consistent sources" in r.stdout
     assert "H several consistent sources" in run("timeline").stdout
+
+
+def test_every_result_line_matches_the_result_schema(tmp_path):
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    schema = json.loads(run("schema", "--result").stdout)
+    validator = jsonschema_rs.validator_for(schema)
+    results = tmp_path / "results.jsonl"
+    assert run("audit", str(ROOT / "samples" / "2017-2025-sample.jsonl"), "--results", str(results)).exit_code == 1
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    checked = [json.loads(line) for line in run("check", str(ROOT / "samples" / "2017-sample.jsonl"),
+                                                "--format", "json").stdout.splitlines()]
+    assert lines and checked and any(line.get("out_of_order") for line in lines)
+    for line in lines + checked:
+        assert validator.is_valid(line), list(validator.iter_errors(line))[:3]
+    # and the schema is not vacuous: a line without its outcome, or with an unknown one, fails
+    assert not validator.is_valid({k: v for k, v in lines[0].items() if k != "outcome"})
+    assert not validator.is_valid({**lines[0], "outcome": "fine"})
