@@ -37,12 +37,17 @@ def _parse_when(value: Optional[str]):
         raise click.BadParameter(str(exc)) from None
 
 
-def common_options(func):
-    """Every command takes --policies, --format, --alt and --overlay (CONTRACT §5)."""
+def common_options(func=None, *, formats=("text", "json")):
+    """Every command takes --policies, --format, --alt and --overlay; `formats` are its choices."""
+    if func is None:
+        return functools.partial(common_options, formats=formats)
+
     @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
                   help="Policy directory (default: the policies shipped with the package).")
-    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                  help="Human-readable text or machine-readable JSON.")
+    @click.option("--format", "fmt", type=click.Choice(list(formats)), default="text", show_default=True,
+                  help="Human-readable text or machine-readable JSON"
+                       + (" (json and jsonl: one object per line)" if "jsonl" in formats else "")
+                       + (", or CSV" if "csv" in formats else "") + ".")
     @click.option("--alt", "alternatives", multiple=True, metavar="NAME",
                   help="Select a recorded alternative reading (repeatable); see `msgpolicy timeline`.")
     @click.option("--overlay", "overlays", multiple=True, metavar="PATH",
@@ -84,9 +89,30 @@ def verdict_text(v: Verdict) -> str:
     for f in v.findings:
         lines.append(f"  {f.outcome.value:<13} {f.policy}/{f.version} {f.rule}: {f.reason}")
         for fact, span in f.evidence.items():
-            lines.append(f"  {'':<13}   {fact}: “{span}”")
+            # a span that quotes its own phrases (the classifier's evidence) is not quoted again
+            lines.append(f"  {'':<13}   {fact}: " + (span if "“" in span else f"“{span}”"))
         lines.append(f"  {'':<13}   sources: {', '.join(f.sources)}")
     return "\n".join(lines)
+
+
+def verdicts_csv(verdicts) -> str:
+    """The columns of the audit's CSV results (policies and findings as JSON), and `rules`: the
+    rules with findings as policy/rule, ';'-separated, for a spreadsheet filter."""
+    import csv
+    import io
+
+    from .results import RESULT_COLUMNS
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([c for c in RESULT_COLUMNS if c != "out_of_order"] + ["rules"])
+    for verdict in verdicts:
+        line = verdict_json(verdict)
+        rules = dict.fromkeys(f"{f['policy']}/{f['rule']}" for f in line["findings"])
+        writer.writerow([line["message_id"], line["evaluated_at"], line["outcome"],
+                         orjson.dumps(line["policies"]).decode(), orjson.dumps(line["findings"]).decode(),
+                         ";".join(rules)])
+    return buffer.getvalue()
 
 
 def _load_map(path: Optional[Path]):
@@ -113,7 +139,7 @@ map_option = click.option(
 @click.option("--evaluator", type=click.Choice(["durable", "reference"]), default="durable", show_default=True,
               help="durable_rules, or the plain-Python reference interpreter (for cross-checking).")
 @map_option
-@common_options
+@common_options(formats=("text", "json", "jsonl", "csv"))
 def check(file, on, evaluator, map_file, fmt, policies: PolicySet):
     """Judge each message in FILE (a JSON object, or a JSON Lines / CSV / Parquet log; - reads stdin).
 
@@ -143,8 +169,10 @@ def check(file, on, evaluator, map_file, fmt, policies: PolicySet):
         click.echo(f"{len(errors)} bad record(s); nothing was judged", err=True)
         sys.exit(EXIT_ERROR)
     out = sys.stdout
-    for verdict in verdicts:
-        if fmt == "json":
+    if fmt == "csv":
+        out.write(verdicts_csv(verdicts))
+    for verdict in verdicts if fmt != "csv" else ():
+        if fmt in ("json", "jsonl"):
             out.write(orjson.dumps(verdict_json(verdict)).decode() + "\n")
         else:
             out.write(verdict_text(verdict) + "\n")
@@ -160,8 +188,8 @@ def check(file, on, evaluator, map_file, fmt, policies: PolicySet):
 
 @main.command(short_help="Show the inferred category and language of raw records.")
 @click.argument("file", type=click.Path(allow_dash=True))
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True,
-              help="Human-readable text, JSON Lines, or CSV.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "jsonl", "csv"]), default="text",
+              show_default=True, help="Human-readable text, JSON Lines (json and jsonl alike), or CSV.")
 @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Policy directory (default: the policies shipped with the package).")
 @map_option
@@ -196,7 +224,7 @@ def classify(file, fmt, policies_dir, map_file):
         sys.stdout.write(rows_csv(rows))
     else:
         for row in rows:
-            sys.stdout.write((orjson.dumps(row_json(row)).decode() if fmt == "json" else row_text(row)) + "\n")
+            sys.stdout.write((orjson.dumps(row_json(row)).decode() if fmt in ("json", "jsonl") else row_text(row)) + "\n")
     sys.exit(EXIT_CLEAN)
 
 

@@ -104,3 +104,29 @@ def test_every_result_line_matches_the_result_schema(tmp_path):
     # and the schema is not vacuous: a line without its outcome, or with an unknown one, fails
     assert not validator.is_valid({k: v for k, v in lines[0].items() if k != "outcome"})
     assert not validator.is_valid({**lines[0], "outcome": "fine"})
+
+
+def test_check_formats_jsonl_and_csv_agree_with_json():
+    import csv
+    import io
+
+    sample = str(ROOT / "samples" / "2017-sample.jsonl")
+    as_json = run("check", sample, "--format", "json").stdout
+    assert run("check", sample, "--format", "jsonl").stdout == as_json
+    verdicts = [json.loads(line) for line in as_json.splitlines()]
+    rows = list(csv.DictReader(io.StringIO(run("check", sample, "--format", "csv").stdout)))
+    assert [r["message_id"] for r in rows] == [v["message_id"] for v in verdicts]
+    for row, verdict in zip(rows, verdicts):
+        assert row["outcome"] == verdict["outcome"] and row["evaluated_at"] == verdict["evaluated_at"]
+        assert json.loads(row["findings"]) == verdict["findings"] and json.loads(row["policies"]) == verdict["policies"]
+        assert set(filter(None, row["rules"].split(";"))) == {f"{f['policy']}/{f['rule']}" for f in verdict["findings"]}
+
+
+def test_evidence_is_quoted_once(tmp_path):
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(json.dumps({"message_id": "RR", "order_id": "111-0000011-0000011", "buyer_id": "B1",
+                               "sent_at": "2021-05-10T10:00:00-07:00", "buyer_opted_out": False,
+                               "subject": "How is your new kettle?",
+                               "body": "Would you leave a review of the kettle? Order 111-0000011-0000011."}) + "\n")
+    text = run("check", str(raw)).stdout
+    assert "evidence: “" in text and "““" not in text and "””" not in text
