@@ -1,4 +1,4 @@
-"""The `msgpolicy` command: a thin layer over the engine API (CONTRACT §5).
+"""The `msgpolicy` command: a thin layer over the engine API.
 
 Exit status: 0 every judged message is allowed/no_policy; 1 at least one is
 blocked, indeterminate or a violation; 2 usage, input or policy error.
