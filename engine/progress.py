@@ -103,9 +103,9 @@ class AuditProgress:
         rate = done / max(time.monotonic() - self._start, 1e-6)
         fields = {"rate": f"{rate:,.0f} records/s"}
         if self._total is not None and done >= self._total:
-            # every record read: what is left is merging and writing the results
-            where = f" to {self._results}" if self._results is not None else ""
-            fields["description"] = f"writing results{where}"
+            # every record read: what is left is merging and writing the results, then the report
+            fields["description"] = (f"writing results to {self._results}" if self._results is not None
+                                     else "writing the report")
         self._progress.update(self._task, completed=done, **fields)
 
 
