@@ -416,8 +416,8 @@ def completion(shell):
               help="Judge every message as if sent at this instant (what-if); default: as sent.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text",
               show_default=True, help="Format of the summary report.")
-@click.option("-o", "--output", "output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the summary report here (default: standard output).")
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="Write the summary report here (default, or -: standard output).")
 @click.option("--results", type=click.Path(path_type=Path, dir_okay=False),
               help="Per-message results, fields as `check --format json`; .jsonl, .csv or .parquet.")
 @click.option("--rejects", type=click.Path(path_type=Path, dir_okay=False),
@@ -496,7 +496,7 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
     if sensitivity:
         report = _with_sensitivity(fmt, report, logs, policies_dir, alternatives, at, jobs, history_days, results,
                                    cfg.mapping)
-    if output is not None:
+    if output is not None and str(output) != "-":  # -o - is standard output, as without -o
         output.write_text(report, encoding="utf-8")
     else:
         click.echo(report, nl=False)
@@ -511,7 +511,8 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
     if interactive:
         from .progress import written_line
 
-        line = written_line(output, results, s.judged, rejects, s.rejected)  # one result per judged message
+        report_file = output if output is not None and str(output) != "-" else None
+        line = written_line(report_file, results, s.judged, rejects, s.rejected)  # one result per judged message
         if line:
             click.echo(line, err=True)
     clean = all(s.outcomes.get(o.value, 0) == 0 for o in Outcome if not o.is_clean)
@@ -557,8 +558,8 @@ EXIT_SAME, EXIT_DIFFERENT = 0, 1
               help="Compare over every possible message (the finite fact space) instead of a log.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text",
               show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the report here (default: standard output).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="Write the report here (default, or -: standard output).")
 @click.option("--changes", "changes_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Log mode: write every changed message as JSON Lines here.")
 @click.option("--summary-only", is_flag=True, help="Log mode: leave the list of changed messages out of the report.")
@@ -629,7 +630,7 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
     except (OSError, RuntimeError, JoinError, UnicodeDecodeError) as exc:
         click.echo(f"diff error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
-    if output is not None:
+    if output is not None and str(output) != "-":  # -o - is standard output, as without -o
         output.write_text(report, encoding="utf-8")
     else:
         click.echo(report, nl=False)

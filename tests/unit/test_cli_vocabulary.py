@@ -130,3 +130,15 @@ def test_evidence_is_quoted_once(tmp_path):
                                "body": "Would you leave a review of the kettle? Order 111-0000011-0000011."}) + "\n")
     text = run("check", str(raw)).stdout
     assert "evidence: “" in text and "““" not in text and "””" not in text
+
+
+def test_dash_is_standard_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sample = str(ROOT / "samples" / "2017-sample.jsonl")
+    to_dash = run("audit", sample, "--format", "json", "-o", "-")
+    plain = run("audit", sample, "--format", "json")
+    assert to_dash.exit_code == plain.exit_code == 1
+    strip = lambda text: {k: v for k, v in json.loads(text).items() if k != "provenance"}  # noqa: E731
+    assert strip(to_dash.stdout) == strip(plain.stdout) and not (tmp_path / "-").exists()
+    diff = run("diff", sample, "--baseline", "on=2017-03-30", "--variant", "on=2017-04-01", "--format", "json", "-o", "-")
+    assert diff.exit_code == 1 and json.loads(diff.stdout)["changed"] > 0 and not (tmp_path / "-").exists()
