@@ -312,14 +312,27 @@ def rules(on, marketplace, fmt, policies: PolicySet):
     if not data:
         click.echo(f"No modelled policy is in force on {day} in {marketplace}.")
         return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    # A table wraps a long condition within the terminal's width (100 columns when not a terminal).
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 100, highlight=False)
     for v in data:
         to = v["effective_to"] or "…"
         click.echo(f"{v['policy']}/{v['version']}: {v['title']}  [{v['effective_from']}, {to})")
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table.add_column("rule", no_wrap=True)
+        table.add_column("outcome", no_wrap=True)
+        table.add_column("conf", no_wrap=True)
+        table.add_column("title, condition and sources", overflow="fold")
         for r in v["rules"]:
-            click.echo(f"  {r['rule']:<8} {r['outcome']:<13} conf {r['confidence']}  {r['title']}")
-            click.echo(f"  {'':<8} when {r['condition']}")
-            click.echo(f"  {'':<8} sources: {', '.join(r['sources'])}")
-        click.echo("")
+            table.add_row(r["rule"], r["outcome"], r["confidence"],
+                          f"{r['title']}\nwhen {r['condition']}\nsources: {', '.join(r['sources'])}")
+        with console.capture() as captured:
+            console.print(table, markup=False)
+        # rich pads every cell to its column's width: no trailing blanks in what is printed
+        click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()) + "\n")
     click.echo(CONFIDENCE_LEGEND)
     click.echo("Source keys: `msgpolicy sources KEY` gives each one's title, publisher and URL.")
 

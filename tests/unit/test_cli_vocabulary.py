@@ -142,3 +142,20 @@ def test_dash_is_standard_output(tmp_path, monkeypatch):
     assert strip(to_dash.stdout) == strip(plain.stdout) and not (tmp_path / "-").exists()
     diff = run("diff", sample, "--baseline", "on=2017-03-30", "--variant", "on=2017-04-01", "--format", "json", "-o", "-")
     assert diff.exit_code == 1 and json.loads(diff.stdout)["changed"] > 0 and not (tmp_path / "-").exists()
+
+
+def test_rules_wrap_long_conditions_within_the_width():
+    text = run("rules", "--on", "2021-01-01").stdout
+    assert max(map(len, text.splitlines())) <= 100
+    assert not any(line != line.rstrip() for line in text.splitlines())
+    # a long condition is wrapped onto continuation lines, not cut
+    policies = load_policies(POLICIES)
+    from engine.conditions import describe
+    from engine.timeline import in_force_on
+    import datetime as dt
+
+    longest = max((describe(r.condition) for v in in_force_on(policies, dt.date(2021, 1, 1), "US")
+                   for r in v.enabled_rules), key=len)
+    assert len(longest) > 100
+    assert " ".join(longest.split()) in " ".join(" ".join(line[24:].split()) for line in text.splitlines()
+                                                  if line.startswith(" " * 10) or line[:1].isalnum())
