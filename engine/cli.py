@@ -257,15 +257,14 @@ def timeline(fmt, policies: PolicySet):
     click.echo(CONFIDENCE_LEGEND)
     for family in policies.families.values():
         click.echo(f"\n{family.id}: {family.file.title}")
-        for r in (r for r in rows if r["policy"] == family.id):
-            to = r["effective_to"] or "…"
-            markets = ", ".join(r["marketplaces"]).replace("*", "all marketplaces")
-            click.echo(f"  [{r['effective_from']}, {to:<10})  {r['version']:<22} {markets:<18} "
-                       f"conf {r['confidence']}  {r['title']}")
+        echo_table(("interval", "version", "marketplaces", "conf", "title"),
+                   [(f"[{r['effective_from']}, {r['effective_to'] or '…'})", r["version"],
+                     ", ".join(r["marketplaces"]).replace("*", "all"), r["confidence"], r["title"])
+                    for r in rows if r["policy"] == family.id], wrap="title")
     if alternatives:
         click.echo("\nRecorded alternatives (select with --alt NAME):")
-        for a in alternatives:
-            click.echo(f"  {a['name']:<28} {a['policy']:<26} conf {a['confidence']}  {a['title']}")
+        echo_table(("alternative", "policy", "conf", "title"),
+                   [(a["name"], a["policy"], a["confidence"], a["title"]) for a in alternatives], wrap="title")
     if policies.alternatives:
         click.echo(f"\nSelected: {', '.join(policies.alternatives)}")
 
@@ -312,27 +311,14 @@ def rules(on, marketplace, fmt, policies: PolicySet):
     if not data:
         click.echo(f"No modelled policy is in force on {day} in {marketplace}.")
         return
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    # A table wraps a long condition within the terminal's width (100 columns when not a terminal).
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 100, highlight=False)
     for v in data:
         to = v["effective_to"] or "…"
         click.echo(f"{v['policy']}/{v['version']}: {v['title']}  [{v['effective_from']}, {to})")
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        table.add_column("rule", no_wrap=True)
-        table.add_column("outcome", no_wrap=True)
-        table.add_column("conf", no_wrap=True)
-        table.add_column("title, condition and sources", overflow="fold")
-        for r in v["rules"]:
-            table.add_row(r["rule"], r["outcome"], r["confidence"],
-                          f"{r['title']}\nwhen {r['condition']}\nsources: {', '.join(r['sources'])}")
-        with console.capture() as captured:
-            console.print(table, markup=False)
-        # rich pads every cell to its column's width: no trailing blanks in what is printed
-        click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()) + "\n")
+        echo_table(("rule", "outcome", "conf", "title, condition and sources"),
+                   [(r["rule"], r["outcome"], r["confidence"],
+                     f"{r['title']}\nwhen {r['condition']}\nsources: {', '.join(r['sources'])}") for r in v["rules"]],
+                   wrap="title, condition and sources")
+        click.echo("")
     click.echo(CONFIDENCE_LEGEND)
     click.echo("Source keys: `msgpolicy sources KEY` gives each one's title, publisher and URL.")
 
@@ -358,6 +344,24 @@ def schema(of_result):
     else:
         document = message_json_schema()
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+def echo_table(headers, rows, wrap: str) -> None:
+    """Rows as a rich table whose `wrap` column folds long text within the terminal's width (100
+    columns when stdout is not a terminal), printed without rich's trailing padding."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 100, highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header in headers:
+        table.add_column(header, no_wrap=header != wrap, overflow="fold" if header == wrap else "ellipsis")
+    for row in rows:
+        table.add_row(*row)
+    with console.capture() as captured:
+        console.print(table, markup=False)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 CONFIDENCE_LEGEND = ("conf: how well the sources support a version or rule:\n"
