@@ -1,4 +1,4 @@
-"""The `msgpolicy` command: a thin layer over the engine API (CONTRACT §5).
+"""The `msgpolicy` command: a thin layer over the engine API.
 
 Exit status: 0 every judged message is allowed/no_policy; 1 at least one is
 blocked, indeterminate or a violation; 2 usage, input or policy error.
@@ -137,12 +137,17 @@ class _Main(click.Group):
         return result
 
 
-def common_options(func):
-    """Every command takes --policies, --format, --alt and --overlay (CONTRACT §5)."""
+def common_options(func=None, *, formats=("text", "json")):
+    """Every command takes --policies, --format, --alt and --overlay; `formats` are its choices."""
+    if func is None:
+        return functools.partial(common_options, formats=formats)
+
     @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
                   help="Policy directory (default: the policies shipped with the package).")
-    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                  help="Human-readable text or machine-readable JSON.")
+    @click.option("--format", "fmt", type=click.Choice(list(formats)), default="text", show_default=True,
+                  help="Human-readable text or machine-readable JSON"
+                       + (" (json and jsonl: one object per line)" if "jsonl" in formats else "")
+                       + (", or CSV" if "csv" in formats else "") + ".")
     @click.option("--alt", "alternatives", multiple=True, metavar="NAME",
                   help="Select a recorded alternative reading (repeatable); see `msgpolicy timeline`.")
     @click.option("--overlay", "overlays", multiple=True, metavar="PATH",
@@ -160,10 +165,20 @@ def common_options(func):
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="msgpolicy")
+@click.version_option(__version__, "-V", "--version", prog_name="msgpolicy")
 @click.option("--debug", is_flag=True, help="Print the traceback of a failure (also MSGPOLICY_DEBUG=1).")
 def main(debug):
-    """Judge seller-to-buyer messages by the marketplace rules in force when they were sent."""
+    """Judge seller-to-buyer messages by the marketplace rules in force when they were sent.
+
+    \b
+    Start with:
+      msgpolicy check samples/2017-sample.jsonl
+      msgpolicy audit LOG.jsonl --results results.parquet --format html -o report.html
+      msgpolicy COMMAND --help      (examples and exit status of each command)
+
+    Exit status: 0 every message allowed or no_policy; 1 some blocked, indeterminate or
+    violation; 2 usage, input or policy error.
+    """
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
@@ -187,7 +202,7 @@ def _fails(outcomes, fail_on: str) -> bool:
 
 
 def _write_report(output: Optional[Path], report: str) -> None:
-    if output is None:
+    if output is None or str(output) == "-":  # -o - is standard output, as without -o
         click.echo(report, nl=False)
         return
     with atomic_output(output, "w", encoding="utf-8") as fh:
@@ -203,9 +218,30 @@ def verdict_text(v: Verdict) -> str:
     for f in v.findings:
         lines.append(f"  {f.outcome.value:<13} {f.policy}/{f.version} {f.rule}: {f.reason}")
         for fact, span in f.evidence.items():
-            lines.append(f"  {'':<13}   {fact}: “{span}”")
+            # a span that quotes its own phrases (the classifier's evidence) is not quoted again
+            lines.append(f"  {'':<13}   {fact}: " + (span if "“" in span else f"“{span}”"))
         lines.append(f"  {'':<13}   sources: {', '.join(f.sources)}")
     return "\n".join(lines)
+
+
+def verdicts_csv(verdicts) -> str:
+    """The columns of the audit's CSV results (policies and findings as JSON), and `rules`: the
+    rules with findings as policy/rule, ';'-separated, for a spreadsheet filter."""
+    import csv
+    import io
+
+    from .results import RESULT_COLUMNS
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([c for c in RESULT_COLUMNS if c != "out_of_order"] + ["rules"])
+    for verdict in verdicts:
+        line = verdict_json(verdict)
+        rules = dict.fromkeys(f"{f['policy']}/{f['rule']}" for f in line["findings"])
+        writer.writerow([line["message_id"], line["evaluated_at"], line["outcome"],
+                         orjson.dumps(line["policies"]).decode(), orjson.dumps(line["findings"]).decode(),
+                         ";".join(rules)])
+    return buffer.getvalue()
 
 
 def _load_map(path: Optional[Path]):
@@ -225,7 +261,7 @@ map_option = click.option(
     help="Column map for a tool export: renames columns, sets constant fields, names the zone of naive timestamps.")
 
 
-@main.command()
+@main.command(short_help="Judge each message of a file, as sent or on another date.")
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--on", "on", metavar="DATE|TIMESTAMP",
               help="Judge as if sent at this instant; a date alone means local noon in each message's marketplace.")
@@ -233,9 +269,20 @@ map_option = click.option(
               help="durable_rules, or the plain-Python reference interpreter (for cross-checking).")
 @map_option
 @fail_on_option
-@common_options
+@common_options(formats=("text", "json", "jsonl", "csv"))
 def check(file, on, evaluator, map_file, fail_on, fmt, policies: PolicySet):
-    """Judge each message in FILE (a JSON object, or a JSON Lines / CSV / Parquet log)."""
+    """Judge each message in FILE (a JSON object, or a JSON Lines / CSV / Parquet log; - reads stdin).
+
+    \b
+    Examples:
+      msgpolicy check samples/2017-sample.jsonl
+      msgpolicy check log.jsonl --on 2017-04-01 --format json
+      msgpolicy check export.csv --map export.map.yaml
+      msgpolicy check - < message.json
+
+    Exit status: 0 every message allowed or no_policy; 1 some blocked, indeterminate or
+    violation; 2 usage, input or policy error (nothing is judged).
+    """
     at = _parse_when(on)
     mapping = _load_map(map_file)
     if file != "-" and not Path(file).is_file():
@@ -252,8 +299,10 @@ def check(file, on, evaluator, map_file, fail_on, fmt, policies: PolicySet):
         click.echo(f"{len(errors)} bad record(s); nothing was judged", err=True)
         sys.exit(EXIT_ERROR)
     out = sys.stdout
-    for verdict in verdicts:
-        if fmt == "json":
+    if fmt == "csv":
+        out.write(verdicts_csv(verdicts))
+    for verdict in verdicts if fmt != "csv" else ():
+        if fmt in ("json", "jsonl"):
             out.write(orjson.dumps(verdict_json(verdict)).decode() + "\n")
         else:
             out.write(verdict_text(verdict) + "\n")
@@ -267,15 +316,23 @@ def check(file, on, evaluator, map_file, fail_on, fmt, policies: PolicySet):
 # ---- classify ---------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="Show the inferred category and language of raw records.")
 @click.argument("file", type=click.Path(allow_dash=True))
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True,
-              help="Human-readable text, JSON Lines, or CSV.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "jsonl", "csv"]), default="text",
+              show_default=True, help="Human-readable text, JSON Lines (json and jsonl alike), or CSV.")
 @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Policy directory (default: the policies shipped with the package).")
 @map_option
 def classify(file, fmt, policies_dir, map_file):
-    """The category and language of each message in FILE, inferred where the record gives none."""
+    """The category and language of each message in FILE, inferred where the record gives none.
+
+    \b
+    Examples:
+      msgpolicy classify export.csv --map export.map.yaml
+      msgpolicy classify raw.jsonl --format csv > categories.csv
+
+    Exit status: 0 classified; 2 usage, input or policy error (nothing is classified).
+    """
     from .classify import classify_log, rows_csv, row_json, row_text
 
     mapping = _load_map(map_file)
@@ -297,17 +354,25 @@ def classify(file, fmt, policies_dir, map_file):
         sys.stdout.write(rows_csv(rows))
     else:
         for row in rows:
-            sys.stdout.write((orjson.dumps(row_json(row)).decode() if fmt == "json" else row_text(row)) + "\n")
+            sys.stdout.write((orjson.dumps(row_json(row)).decode() if fmt in ("json", "jsonl") else row_text(row)) + "\n")
     sys.exit(EXIT_CLEAN)
 
 
 # ---- timeline, rules, schema ---------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="List the policy versions, their intervals and alternatives.")
 @common_options
 def timeline(fmt, policies: PolicySet):
-    """The policy versions and their half-open intervals [from, to)."""
+    """The policy versions, their half-open intervals [from, to) and the recorded alternatives.
+
+    \b
+    Examples:
+      msgpolicy timeline
+      msgpolicy timeline --alt no-suspension-2017-03-31 --format json
+
+    Exit status: 0; 2 usage or policy error.
+    """
     rows = timeline_rows(policies)
     alternatives = [
         {"name": a.name, "policy": f.id, "title": a.title, "confidence": a.confidence, "sources": a.sources}
@@ -319,27 +384,36 @@ def timeline(fmt, policies: PolicySet):
                                 option=orjson.OPT_INDENT_2).decode())
         return
     click.echo("Dates are local midnight in each message's marketplace; intervals are [from, to).")
+    click.echo(CONFIDENCE_LEGEND)
     for family in policies.families.values():
         click.echo(f"\n{family.id}: {family.file.title}")
-        for r in (r for r in rows if r["policy"] == family.id):
-            to = r["effective_to"] or "…"
-            markets = ", ".join(r["marketplaces"]).replace("*", "all marketplaces")
-            click.echo(f"  [{r['effective_from']}, {to:<10})  {r['version']:<22} {markets:<18} "
-                       f"conf {r['confidence']}  {r['title']}")
+        echo_table(("interval", "version", "marketplaces", "conf", "title"),
+                   [(f"[{r['effective_from']}, {r['effective_to'] or '…'})", r["version"],
+                     ", ".join(r["marketplaces"]).replace("*", "all"), r["confidence"], r["title"])
+                    for r in rows if r["policy"] == family.id], wrap="title")
     if alternatives:
         click.echo("\nRecorded alternatives (select with --alt NAME):")
-        for a in alternatives:
-            click.echo(f"  {a['name']:<28} {a['policy']:<26} conf {a['confidence']}  {a['title']}")
+        echo_table(("alternative", "policy", "conf", "title"),
+                   [(a["name"], a["policy"], a["confidence"], a["title"]) for a in alternatives], wrap="title")
     if policies.alternatives:
         click.echo(f"\nSelected: {', '.join(policies.alternatives)}")
 
 
-@main.command()
-@click.option("--on", "on", metavar="DATE", help="Date (default: today).")
+@main.command(short_help="List the rules in force on a date, with their sources.")
+@click.option("--on", "on", metavar="DATE|TIMESTAMP",
+              help="Date, or an instant read on the marketplace's calendar (default: today).")
 @click.option("--marketplace", default="US", show_default=True, help="Marketplace calendar to read the date in.")
 @common_options
 def rules(on, marketplace, fmt, policies: PolicySet):
-    """The rules in force on a date, with their sources."""
+    """The rules in force on a date in a marketplace, their conditions in words, and their sources.
+
+    \b
+    Examples:
+      msgpolicy rules --on 2017-04-01
+      msgpolicy rules --on 2021-01-01T08:00:00+01:00 --marketplace DE --format json
+
+    Exit status: 0; 2 usage or policy error.
+    """
     when = _parse_when(on) or dt.date.today()
     if marketplace not in policies.marketplaces:
         raise click.BadParameter(f"unknown marketplace {marketplace!r} (known: {', '.join(sorted(policies.marketplaces))})",
@@ -371,30 +445,127 @@ def rules(on, marketplace, fmt, policies: PolicySet):
     for v in data:
         to = v["effective_to"] or "…"
         click.echo(f"{v['policy']}/{v['version']}: {v['title']}  [{v['effective_from']}, {to})")
-        for r in v["rules"]:
-            click.echo(f"  {r['rule']:<8} {r['outcome']:<13} conf {r['confidence']}  {r['title']}")
-            click.echo(f"  {'':<8} when {r['condition']}")
-            click.echo(f"  {'':<8} sources: {', '.join(r['sources'])}")
+        echo_table(("rule", "outcome", "conf", "title, condition and sources"),
+                   [(r["rule"], r["outcome"], r["confidence"],
+                     f"{r['title']}\nwhen {r['condition']}\nsources: {', '.join(r['sources'])}") for r in v["rules"]],
+                   wrap="title, condition and sources")
         click.echo("")
+    click.echo(CONFIDENCE_LEGEND)
+    click.echo("Source keys: `msgpolicy sources KEY` gives each one's title, publisher and URL.")
 
 
-@main.command()
-def schema():
-    """The JSON Schema of the message record."""
-    click.echo(orjson.dumps(message_json_schema(), option=orjson.OPT_INDENT_2).decode())
+@main.command(short_help="Print the JSON Schema of the message record (or of a result line).")
+@click.option("--result", "of_result", is_flag=True,
+              help="The schema of a verdict line instead: `check --format json`, `audit --results *.jsonl`.")
+def schema(of_result):
+    """The JSON Schema of the message record, or with --result of a verdict line, generated from
+    the engine's models.
+
+    \b
+    Examples:
+      msgpolicy schema > message.schema.json
+      msgpolicy schema --result > result.schema.json
+
+    Exit status: 0.
+    """
+    if of_result:
+        from .results import ResultLine
+
+        document = ResultLine.model_json_schema(mode="serialization")
+    else:
+        document = message_json_schema()
+    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+def echo_table(headers, rows, wrap: str) -> None:
+    """Rows as a rich table whose `wrap` column folds long text within the terminal's width (100
+    columns when stdout is not a terminal), printed without rich's trailing padding."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 100, highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header in headers:
+        table.add_column(header, no_wrap=header != wrap, overflow="fold" if header == wrap else "ellipsis")
+    for row in rows:
+        table.add_row(*row)
+    with console.capture() as captured:
+        console.print(table, markup=False)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+CONFIDENCE_LEGEND = ("conf: how well the sources support a version or rule:\n"
+                     "  H several consistent sources, M one or two secondary ones, L a single, vague or contested one.")
+
+
+@main.command(short_help="Show what the source keys that findings cite stand for.")
+@click.argument("keys", nargs=-1, metavar="[ID]...")
+@common_options
+def sources(keys, fmt, policies: PolicySet):
+    """Each source a finding can cite (P22, 000_9b4961320dbaa2d2.txt, ...): its title, publisher,
+    URL or file, and the versions and rules that cite it. With IDs, only those.
+
+    \b
+    Examples:
+      msgpolicy sources
+      msgpolicy sources P22 000_9b4961320dbaa2d2.txt
+      msgpolicy sources --format json
+
+    Exit status: 0; 2 an unknown ID, a usage or policy error.
+    """
+    from .sources import source_rows
+
+    try:
+        rows = source_rows(policies, keys)
+    except KeyError as exc:
+        raise click.BadParameter(f"unknown source {exc.args[0]} (see `msgpolicy sources`)", param_hint="ID") from None
+    if fmt == "json":
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    for row in rows:
+        title = row["title"].removeprefix(f"{row['key']}: ")  # titles may repeat their key
+        click.echo(f"{row['key']}  {title}")
+        if row["publisher"] and row["publisher"] != title:
+            click.echo(f"    publisher: {row['publisher']}")
+        click.echo(f"    url: {row['url']}" if row["url"] else f"    file: {row['file']} (an article kept as a file)")
+        if row["note"]:
+            click.echo(f"    note: {row['note']}")
+        for where, rule_ids in row["cited_by"].items():
+            click.echo(f"    cited by {where}" + (f": {', '.join(rule_ids)}" if rule_ids else ""))
+
+
+@main.command(short_help="Print a shell completion script (bash, zsh or fish).")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell):
+    """Print the completion script for SHELL; commands, options and choices then complete on TAB.
+
+    \b
+    Examples:
+      eval "$(msgpolicy completion bash)"                        # in ~/.bashrc
+      eval "$(msgpolicy completion zsh)"                         # in ~/.zshrc
+      msgpolicy completion fish > ~/.config/fish/completions/msgpolicy.fish
+
+    Exit status: 0; 2 an unknown shell.
+    """
+    from click.shell_completion import get_completion_class
+
+    # click's own completion: the script calls back `msgpolicy` with _MSGPOLICY_COMPLETE set.
+    script = get_completion_class(shell)(main, {}, "msgpolicy", "_MSGPOLICY_COMPLETE").source()
+    click.echo(script)
 
 
 # ---- audit ---------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="Audit whole logs: summary report, per-message results, rejects.")
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--on", "on", metavar="DATE|TIMESTAMP",
               help="Judge every message as if sent at this instant (what-if); default: as sent.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text",
               show_default=True, help="Format of the summary report.")
-@click.option("-o", "--output", "output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the summary report here (default: standard output).")
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="Write the summary report here (default, or -: standard output).")
 @click.option("--results", type=click.Path(path_type=Path, dir_okay=False),
               help="Per-message results, fields as `check --format json`; .jsonl, .csv or .parquet.")
 @click.option("--rejects", type=click.Path(path_type=Path, dir_okay=False),
@@ -417,16 +588,26 @@ def schema():
                    "memory grows with the log); stream: records one by one over --jobs workers (memory bounded "
                    "by the active history); auto: batch for JSON Lines logs from 8 MiB up to what the "
                    "available memory holds, stream otherwise. The same results either way.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar and no closing line on standard error (errors are still reported).")
 @map_option
 @fail_on_option
 def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, sensitivity,
-          engine_name, map_file, fail_on):
+          engine_name, map_file, quiet, fail_on):
     """Judge whole logs (JSON Lines, CSV, Parquet) as a stream; bad records are set aside, never fatal.
 
     History follows file order (a real export is sorted by sent_at); a message sent before a
     record already seen for its buyer is judged with the history so far and flagged out_of_order.
-    Exit status: 0 all clean, 1 findings, 2 usage/input error, every record rejected, or
-    read != judged + rejected + events.
+    A progress bar goes to standard error when it is a terminal (not with --quiet).
+
+    \b
+    Examples:
+      msgpolicy audit samples/2017-2025-sample.jsonl
+      msgpolicy audit log.jsonl --results results.parquet --format html -o report.html
+      msgpolicy audit export.csv --map export.map.yaml --rejects rejects.jsonl
+
+    Exit status: 0 all clean, 1 findings (see --fail-on), 2 usage/input error, every record
+    rejected, or read != judged + rejected + events.
     """
     from .audit import AuditConfig, audit as run_audit
     from .report import render
@@ -446,31 +627,18 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
                   {"--results": RESULT_SUFFIXES, "--rejects": (".jsonl", ".json", ".ndjson")})
     cfg = AuditConfig(paths=list(logs), at=at, jobs=jobs, history_days=history_days,
                       results=results, rejects=rejects, mapping=_load_map(map_file), engine=engine_name)
-    interactive = sys.stderr.isatty() and sys.stdout.isatty()
-    if interactive:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        total = _estimate_messages(logs)
-        progress = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]} records/s"), TimeElapsedColumn(), TextColumn("ETA"),
-                            TimeRemainingColumn(), transient=True)
-        task = progress.add_task("audit", total=total, rate="-")
-        import time
-        start = time.monotonic()
+    # The bar goes to standard error whenever that is a terminal, even with stdout piped.
+    from .progress import AuditProgress, progress_wanted
 
-        def on_progress(done):
-            rate = done / max(time.monotonic() - start, 1e-6)
-            progress.update(task, completed=done, rate=f"{rate:,.0f}")
-        run = lambda: run_audit(policies, cfg, on_progress)  # noqa: E731
-    else:
-        progress = None
-        run = lambda: run_audit(policies, cfg)  # noqa: E731
+    interactive = progress_wanted(sys.stderr, quiet)
     try:
-        if progress is not None:
-            with progress:
-                result = run()
+        if interactive:
+            from rich.console import Console
+
+            with AuditProgress(logs, Console(stderr=True), results) as progress:
+                result = run_audit(policies, cfg, progress)
         else:
-            result = run()
+            result = run_audit(policies, cfg)
     except RuntimeError as exc:
         # Not a finding: exit 2 so a script never mistakes a failed audit for status 1.
         click.echo(f"audit error: {exc}", err=True)
@@ -493,6 +661,13 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
             click.echo(f"audit error: all {s.rejected} record(s) rejected{where}; nothing was judged", err=True)
             sys.exit(EXIT_ERROR)
         click.echo(f"{s.rejected} record(s) rejected{where}", err=True)
+    if interactive:
+        from .progress import written_line
+
+        report_file = output if output is not None and str(output) != "-" else None
+        line = written_line(report_file, results, s.judged, rejects, s.rejected)  # one result per judged message
+        if line:
+            click.echo(line, err=True)
     sys.exit(EXIT_FINDINGS if _fails((o for o, n in s.outcomes.items() if n), fail_on) else EXIT_CLEAN)
 
 
@@ -511,18 +686,6 @@ def _with_sensitivity(fmt, report, logs, policies_dir, alternatives, at, jobs, h
     return render_sensitivity(fmt, sens, report)
 
 
-def _estimate_messages(logs) -> int:
-    """Line count estimate for the progress bar (size / mean line length of the first 1 MiB)."""
-    total = 0
-    for log in logs:
-        size = log.stat().st_size
-        with open(log, "rb") as fh:
-            head = fh.read(1 << 20)
-        lines = head.count(b"\n") or 1
-        total += int(size / (len(head) / lines)) if head else 0
-    return max(total, 1)
-
-
 def _reject_text(item: dict) -> str:
     where = item["source"] + (f" line {item['line']}" if item.get("line") is not None else "")
     if item.get("message_id"):
@@ -536,7 +699,7 @@ def _reject_text(item: dict) -> str:
 EXIT_SAME, EXIT_DIFFERENT = 0, 1
 
 
-@main.command()
+@main.command(short_help="Compare two readings on a log, or over every possible message.")
 @click.argument("logs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--baseline", "baseline", multiple=True, metavar="SPEC",
               help="The reference side (default: shipped policies, judged as sent). SPEC items, comma-"
@@ -547,8 +710,8 @@ EXIT_SAME, EXIT_DIFFERENT = 0, 1
               help="Compare over every possible message (the finite fact space) instead of a log.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text",
               show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the report here (default: standard output).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="Write the report here (default, or -: standard output).")
 @click.option("--changes", "changes_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Log mode: write every changed message as JSON Lines here.")
 @click.option("--summary-only", is_flag=True, help="Log mode: leave the list of changed messages out of the report.")
@@ -639,41 +802,65 @@ def _worsens(transitions, fail_on: str) -> bool:
 # ---- test (policy tests for users) -------------------------------------------------------------
 
 
-@main.command("test")
+@main.command("test", short_help="Run policy tests: records with the outcome and rules they must get.")
 @click.argument("cases", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit"]), default="text", show_default=True,
+              help="Text, one JSON report, or JUnit XML for CI systems.")
+@click.option("--run", "run_pattern", metavar="REGEX",
+              help="Judge only the cases whose name this regular expression matches (searched, not anchored).")
+@click.option("--coverage", "show_coverage", is_flag=True,
+              help="Also name the rules no case exercises, per policy version.")
 @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Policy directory (default: the shipped policies).")
 @click.option("-v", "--verbose", is_flag=True, help="Text: also list the cases that pass.")
-def test_cases(cases, fmt, policies_dir, verbose):
+def test_cases(cases, fmt, run_pattern, show_coverage, policies_dir, verbose):
     """Run policy tests: each case is a record with the outcome and rules it must get.
 
-    Exit status: 0 every case passes, 1 at least one fails, 2 the file or the policies are invalid
-    (nothing is judged then). See docs/howto/test.md for the file format.
-    """
-    from .policytest import CasesError, run_cases
+    \b
+    Examples:
+      msgpolicy test cases.yaml -v
+      msgpolicy test cases.yaml --run emoji
+      msgpolicy test cases.yaml --coverage
+      msgpolicy test cases/*.yaml --format junit > msgpolicy-tests.xml
 
-    all_results = []
+    Exit status: 0 every case passes, 1 at least one fails, 2 the file or the policies are invalid
+    (nothing is judged then). See "Write policy tests" in the documentation for the file format.
+    """
+    import re
+
+    from .policytest import CasesError, coverage, junit_xml, run_file
+
+    try:
+        select = re.compile(run_pattern) if run_pattern is not None else None
+    except re.error as exc:
+        raise click.BadParameter(f"not a regular expression: {exc}", param_hint="--run") from None
+    runs = []
     for path in cases:
         if not path.is_file():
             click.echo(f"input error: {path}: no such file", err=True)
             sys.exit(EXIT_ERROR)
         try:
-            all_results.append((path, run_cases(path, policies_dir)))
+            runs.append((path, run_file(path, policies_dir, select)))
         except (CasesError, PolicyError) as exc:
             click.echo(f"input error: {exc}", err=True)
             sys.exit(EXIT_ERROR)
-    failed = sum(not r.passed for _, rs in all_results for r in rs)
-    total = sum(len(rs) for _, rs in all_results)
-    if fmt == "json":
-        click.echo(orjson.dumps({"passed": total - failed, "failed": failed, "files": [
+    failed = sum(not r.passed for _, run in runs for r in run.results)
+    total = sum(len(run.results) for _, run in runs)
+    deselected = sum(len(run.deselected) for _, run in runs)
+    covered = coverage(run for _, run in runs) if show_coverage else None
+    if fmt == "junit":
+        click.echo(junit_xml(runs), nl=False)
+    elif fmt == "json":
+        report = {"passed": total - failed, "failed": failed, "deselected": deselected, "files": [
             {"file": str(p), "cases": [{"name": r.name, "passed": r.passed, "variant": r.side,
                                         "expected": r.expected, "got": r.got, "problems": r.problems}
-                                       for r in rs]} for p, rs in all_results]},
-            option=orjson.OPT_INDENT_2).decode())
+                                       for r in run.results]} for p, run in runs]}
+        if covered is not None:
+            report["coverage"] = covered
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        for path, rs in all_results:
-            for r in rs:
+        for path, run in runs:
+            for r in run.results:
                 if r.passed and not verbose:
                     continue
                 status = "PASS" if r.passed else "FAIL"
@@ -682,14 +869,21 @@ def test_cases(cases, fmt, policies_dir, verbose):
                     click.echo(f"     {problem}")
                 if not r.passed:
                     click.echo(f"     got {r.got['outcome']} [{', '.join(r.got['rules']) or 'no findings'}]")
-        click.echo(f"{total - failed}/{total} case(s) passed" + (f", {failed} failed" if failed else ""))
+        click.echo(f"{total - failed}/{total} case(s) passed" + (f", {failed} failed" if failed else "")
+                   + (f" ({deselected} not selected by --run)" if deselected else ""))
+        if covered is not None:
+            click.echo(f"rule coverage: {covered['exercised']}/{covered['rules']} rules exercised"
+                       + ("; no case exercises:" if covered["not_exercised"] else ""))
+            for version, rules in covered["not_exercised"].items():
+                click.echo(f"  {version}: {', '.join(rules)}")
     sys.exit(EXIT_FINDINGS if failed else EXIT_CLEAN)
 
 
 # ---- serve, replay (engine/serve) --------------------------------------------------------------
 
 
-@main.group(invoke_without_command=True)
+@main.group(invoke_without_command=True,
+            short_help="Check messages before sending, over HTTP, with a history database.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback needs --tokens.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
@@ -703,7 +897,16 @@ def test_cases(cases, fmt, policies_dir, verbose):
               help="Select a recorded alternative reading for every request (repeatable).")
 @click.pass_context
 def serve(ctx, host, port, store_url, tokens_file, policies_dir, alternatives):
-    """Check messages before they are sent, over HTTP, with the history kept in a database."""
+    """Check messages before they are sent, over HTTP, with the history kept in a database.
+
+    \b
+    Examples:
+      msgpolicy serve --store history.sqlite3
+      msgpolicy serve --host 0.0.0.0 --tokens tokens.txt --store postgresql://msgpolicy@db/msgpolicy
+      msgpolicy serve token add shop-1 --tokens tokens.txt
+
+    Exit status: 0 after a clean shutdown; 2 usage, policy, store or token file error.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from .serve import StoreError, run
@@ -739,7 +942,7 @@ def serve_token_add(name, tokens_file):
         sys.exit(EXIT_ERROR)
 
 
-@main.command()
+@main.command(short_help="Judge logged decisions again; report those that would differ.")
 @click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--store", "store_url", metavar="URL", help="Replay the decision log of this store instead of FILE.")
 @click.option("--order-id", help="Only the decisions on this order.")
@@ -751,6 +954,12 @@ def serve_token_add(name, tokens_file):
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def replay(file, store_url, order_id, since, export_path, policies_dir, fmt):
     """Judge logged decisions again (from FILE, exported JSON Lines, or --store) and report those that differ.
+
+    \b
+    Examples:
+      msgpolicy replay --store history.sqlite3 --since 2026-01-01T00:00:00Z
+      msgpolicy replay --store history.sqlite3 --export decisions.jsonl
+      msgpolicy replay decisions.jsonl --policies ./draft-policies
 
     Exit status: 0 none differs, 1 some differ, 2 usage, input or policy error.
     """

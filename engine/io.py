@@ -430,7 +430,8 @@ def check_outputs(inputs: Iterable[Union[str, Path]], outputs: dict[str, Optiona
     """Refuse, before any work: an output equal to an input or to another output, an output
     whose suffix names no format it can be written in, and one whose directory is missing or
     not writable. `outputs` maps each option (e.g. "--results") to its path or None."""
-    given = {option: Path(path) for option, path in outputs.items() if path is not None}
+    # "-" is standard output: nothing to clobber.
+    given = {option: Path(path) for option, path in outputs.items() if path is not None and str(path) != "-"}
     for option, path in given.items():
         for log in inputs:
             if str(log) != "-" and _same_file(path, Path(log)):

@@ -18,13 +18,19 @@ A cases file::
 
 Overlay paths are relative to the cases file. The file is validated (pydantic)
 before anything runs; every error names the file, the case and the field.
+`select` (the CLI's `--run REGEX`) judges only the cases whose name it matches;
+`coverage` names the rules that no case exercised; `junit_xml` writes the
+results in the JUnit XML form CI systems read.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -107,6 +113,17 @@ class CaseResult:
     got: dict
     problems: list[str] = field(default_factory=list)
     side: str = "shipped"
+    seconds: float = 0.0
+    # (policy, version, rule) of every finding: what the case exercised, for rule coverage
+    exercised: frozenset = frozenset()
+
+
+@dataclass
+class CasesRun:
+    """The judged cases of one file, what the cases could exercise, and how many --run left out."""
+    results: list[CaseResult]
+    rules: frozenset          # (policy, version, rule) of every enabled rule of the policy sets used
+    deselected: list[str] = field(default_factory=list)  # names of the cases --run left out
 
 
 def _case_name(doc, i: int) -> str:
@@ -166,15 +183,24 @@ def _rule_matches(wanted: str, found: set[tuple[str, str]]) -> bool:
     return any(r == wanted for _, r in found)
 
 
-def run_cases(path: Union[str, Path], policies_root=None) -> list[CaseResult]:
+def run_cases(path: Union[str, Path], policies_root=None, select: Optional[re.Pattern] = None) -> list[CaseResult]:
     """Validate the whole file, then judge every case; raises CasesError/PolicyError on bad input."""
+    return run_file(path, policies_root, select).results
+
+
+def run_file(path: Union[str, Path], policies_root=None, select: Optional[re.Pattern] = None) -> CasesRun:
+    """Validate the whole file, then judge the cases whose name `select` matches (all without it)."""
     path = Path(path)
     cases = load_cases(path)
     base = path.parent
     loaded: dict[tuple, PolicySet] = {}
     prepared = []
+    deselected = []
     for i, case in enumerate(cases.cases):
         name = case.name or f"#{i + 1}"
+        if select is not None and not select.search(name):
+            deselected.append(name)
+            continue  # like `opa test --run`: neither loaded nor judged
         spec = case.variant if case.variant is not None else cases.defaults.variant
         side = _side(spec, base, path, name, "variant")
         key = (side.alternatives, side.overlays)
@@ -205,7 +231,9 @@ def run_cases(path: Union[str, Path], policies_root=None) -> list[CaseResult]:
         prepared.append((name, side, loaded[key], records, target.message_id, on, case.expect))
     results = []
     for name, side, policies, records, mid, on, expect in prepared:
+        start = time.perf_counter()
         verdict = next(v for v in judge_records(policies, records, at=on) if v.message_id == mid)
+        seconds = time.perf_counter() - start
         found = {(f.policy, f.rule) for f in verdict.findings}
         problems = []
         if expect.outcome is not None and verdict.outcome != expect.outcome:
@@ -229,5 +257,54 @@ def run_cases(path: Union[str, Path], policies_root=None) -> list[CaseResult]:
             expected=expect.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
             got={"outcome": verdict.outcome.value, "rules": sorted(f"{p}/{r}" for p, r in found),
                  "evaluated_at": verdict.evaluated_at.isoformat()},
-            problems=problems))
-    return results
+            problems=problems, seconds=seconds,
+            exercised=frozenset((f.policy, f.version, f.rule) for f in verdict.findings)))
+    rules = frozenset((v.family, v.id, r.id) for policies in loaded.values()
+                      for v in policies.all_versions() for r in v.enabled_rules)
+    return CasesRun(results, rules, deselected)
+
+
+def coverage(runs: Iterable[CasesRun]) -> dict:
+    """Which rules of the policy versions the cases ran under no case exercised (a finding of that
+    rule, whatever its outcome), grouped by version: a rule no case fires is a rule no test pins."""
+    runs = list(runs)
+    rules = frozenset().union(*(run.rules for run in runs))
+    exercised = frozenset().union(*(r.exercised for run in runs for r in run.results)) & rules
+    missing: dict[str, list[str]] = {}
+    for policy, version, rule in sorted(rules - exercised):
+        missing.setdefault(f"{policy}/{version}", []).append(rule)
+    return {"rules": len(rules), "exercised": len(exercised), "not_exercised": missing}
+
+
+def junit_xml(runs: Iterable[tuple[Path, CasesRun]]) -> str:
+    """JUnit XML: one <testsuite> per cases file, one <testcase> per case, a <failure> in each
+    failing case (its problems and what the engine gave), a <skipped> in each one --run left out."""
+    runs = list(runs)
+    root = ET.Element("testsuites", name="msgpolicy test")
+    totals = {"tests": 0, "failures": 0, "skipped": 0, "time": 0.0}
+    for path, run in runs:
+        failures = sum(not r.passed for r in run.results)
+        seconds = sum(r.seconds for r in run.results)
+        suite = ET.SubElement(root, "testsuite", name=str(path), tests=str(len(run.results) + len(run.deselected)),
+                              failures=str(failures), errors="0", skipped=str(len(run.deselected)),
+                              time=f"{seconds:.3f}")
+        for r in run.results:
+            name = r.name if r.side == "shipped" else f"{r.name} [{r.side}]"
+            case = ET.SubElement(suite, "testcase", classname=str(path), name=name, time=f"{r.seconds:.3f}")
+            if not r.passed:
+                failure = ET.SubElement(case, "failure", message="; ".join(r.problems), type="expectation")
+                failure.text = "\n".join(r.problems + [f"got {r.got['outcome']} [{', '.join(r.got['rules']) or 'no findings'}]"])
+        for name in run.deselected:
+            case = ET.SubElement(suite, "testcase", classname=str(path), name=name, time="0")
+            ET.SubElement(case, "skipped", message="not selected by --run")
+        totals["tests"] += len(run.results) + len(run.deselected)
+        totals["failures"] += failures
+        totals["skipped"] += len(run.deselected)
+        totals["time"] += seconds
+    root.set("tests", str(totals["tests"]))
+    root.set("failures", str(totals["failures"]))
+    root.set("errors", "0")
+    root.set("skipped", str(totals["skipped"]))
+    root.set("time", f"{totals['time']:.3f}")
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

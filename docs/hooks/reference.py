@@ -111,6 +111,11 @@ def build_pages(policies: PolicySet) -> dict[str, str]:
 # ---- helpers -----------------------------------------------------------------------
 
 
+def _conf(here: str, letter: str) -> str:
+    """A confidence letter linked to its definition."""
+    return f"[{letter}]({_rel(here, 'concepts.md')}#confidence-h-m-l)"
+
+
 def _rel(from_page: str, to_page: str) -> str:
     """A relative link between two docs paths (mkdocs resolves .md links)."""
     a = Path(from_page).parent
@@ -255,7 +260,7 @@ def overview_page(policies: PolicySet) -> str:
         for v in family.versions:
             out.append(
                 f"| [{v.id}]({_rel(here, version_path(v))}) | {_interval(v)} | {_markets(v)} | "
-                f"{v.version.confidence} | {len(v.enabled_rules)} | [what changed]({_rel(here, changes_path(v))}) |")
+                f"{_conf(here, v.version.confidence)} | {len(v.enabled_rules)} | [what changed]({_rel(here, changes_path(v))}) |")
         out.append("")
     return "\n".join(out)
 
@@ -272,12 +277,12 @@ def family_page(policies: PolicySet, family: Family) -> str:
            "|---|---|---|---|---|---|"]
     for v in family.versions:
         out.append(f"| [{v.id}]({_rel(here, version_path(v))}) | {_cell(v.version.title)} | {_interval(v)} | "
-                   f"{_markets(v)} | {v.version.inherits or '—'} | {v.version.confidence} |")
+                   f"{_markets(v)} | {v.version.inherits or '—'} | {_conf(here, v.version.confidence)} |")
     out += ["", "## Recorded alternatives", ""]
     if not f.alternatives:
         out.append("None recorded.")
     for alt in f.alternatives:
-        out += [f"### `{alt.name}`", "", f"**{_cell(alt.title)}** (confidence {alt.confidence})", "",
+        out += [f"### `{alt.name}`", "", f"**{_cell(alt.title)}** (confidence {_conf(here, alt.confidence)})", "",
                 alt.description, "",
                 f"Select it with `--alt {alt.name}`. Sources: {sources_links(policies, alt.sources)}", "",
                 "Effect on the versions:", ""]
@@ -446,7 +451,7 @@ def timeline_page(policies: PolicySet) -> str:
     for family in policies.families.values():
         for alt in family.file.alternatives:
             effects = "; ".join(alternative_effects(policies, family, alt.name)) or "—"
-            out.append(f"| {family.id} | `--alt {alt.name}`: {_cell(alt.title)} | {alt.confidence} | {_cell(effects)} |")
+            out.append(f"| {family.id} | `--alt {alt.name}`: {_cell(alt.title)} | {_conf(here, alt.confidence)} | {_cell(effects)} |")
     out.append("")
     return "\n".join(out)
 
@@ -463,7 +468,7 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
            f"| in force | {_interval(v)}, local midnight in each marketplace |",
            f"| marketplaces | {_markets(v)} |",
            f"| inherits | {ver.inherits or '—'} |",
-           f"| confidence | {ver.confidence} |",
+           f"| confidence | {_conf(here, ver.confidence)} |",
            f"| sources | {sources_links(policies, ver.sources)} |",
            f"| file | `{Path(v.file).name}` |",
            f"| content hash | `{v.content_hash[:16]}` |",
@@ -478,7 +483,7 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
         out += ["| rule | title | outcome | confidence |", "|---|---|---|---|"]
         for r in v.enabled_rules:
             out.append(f"| [{r.id}](#{_anchor(r.id)}) | {_cell(r.rule.title)} | `{r.rule.outcome.value}` | "
-                       f"{r.rule.confidence} |")
+                       f"{_conf(here, r.rule.confidence)} |")
         out.append("")
     for r in v.enabled_rules:
         params = params_used(v, r)
@@ -487,7 +492,7 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
                 f"- **When:** {describe(r.condition)}",
                 f"- **Reason:** {r.rule.reason}",
                 f"- **Parameters:** " + (", ".join(f"`{k}` = `{_value(val)}`" for k, val in params.items()) or "none"),
-                f"- **Confidence:** {r.rule.confidence}",
+                f"- **Confidence:** {_conf(here, r.rule.confidence)}",
                 f"- **Sources:** {sources_links(policies, r.rule.sources)}",
                 f"- **A missing fact gives:** {'an `indeterminate` finding' if r.rule.on_unknown == 'indeterminate' else 'an `allowed` note'}"]
         if r.rule.notes:
@@ -616,7 +621,7 @@ def _show_sig(value: Any) -> str:
 
 def categories_page(family: Family) -> str:
     out = [f"# Categories: {family.id}", "",
-           "How each version classifies every message category (CONTRACT §2). "
+           "How each version classifies every message category. "
            "A change from the previous version is marked **bold**.", ""]
     versions = family.versions
     cats = list(versions[0].version.categories) if versions else []

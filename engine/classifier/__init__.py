@@ -58,7 +58,7 @@ class Classifier:
         self._lock = threading.Lock()
         self._calibration_lock = threading.Lock()  # computing the calibration trains models (takes _lock)
 
-    # -- the statistical second opinion (lazy: loaded from the cache, or trained on first use) --
+    # -- the statistical second opinion (lazy: the shipped model, the cached one, or trained on first use) --
 
     def model(self):
         if self._model is not None:
@@ -67,9 +67,9 @@ class Classifier:
             return None
         with self._lock:
             if self._model is None:
-                from .modelcache import cached_model
+                from .modelcache import model_for
 
-                self._model = cached_model(self.config, self._train_on_corpora)
+                self._model = model_for(self.config, self._train_on_corpora)
         return self._model
 
     def _train_on_corpora(self):

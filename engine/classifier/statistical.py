@@ -1,9 +1,10 @@
 """The second opinion: a linear model over word and character n-grams.
 
 Trained in-process from the labelled corpora that classifier.yaml names (about
-5 s for the shipped 2,300 messages); nothing is downloaded and no weights are
-shipped. The trained weights are kept in a local cache (modelcache.py), so
-later runs load them instead of training. scikit-learn is imported for
+5 s for the shipped 2,300 messages); nothing is downloaded. The weights a
+checkout builds (`python -m engine.classifier.modelcache`) ship beside the
+corpora, and those a first run trains are kept in a local cache (modelcache.py),
+so later runs load them instead of training. scikit-learn is imported for
 training only: scoring uses the analyzers below and numpy, so neither a
 labelled record nor a cached model pays for its import (~1.4 s).
 """

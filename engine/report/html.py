@@ -1,8 +1,13 @@
 """Self-contained HTML audit report: inline CSS and SVG, no external assets."""
 from __future__ import annotations
 
+import calendar
 import html
+import math
+import re
+from typing import Optional
 
+from ..evaluate import CLASSIFIER_POLICY
 from . import OUTCOMES, summary_dict
 
 COLORS = {"no_policy": "#b8c0cc", "allowed": "#3a9d5d", "blocked": "#e0a31b",
@@ -18,6 +23,9 @@ table{border-collapse:collapse;width:100%;font-size:13px} th,td{text-align:left;
 th{background:#f6f8fb} th.n{text-align:right} td.n{text-align:right;font-variant-numeric:tabular-nums} code{font-size:12px;word-break:break-all}
 .legend span{display:inline-block;margin-right:14px} .legend i{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;vertical-align:-1px}
 svg text{font-family:inherit}
+table.rules td{vertical-align:top;padding:6px 8px} table.rules td:first-child{width:300px}
+td.barcell{width:62%} .bar{height:14px;border-radius:3px;margin-top:3px;min-width:2px}
+.todo{margin-top:5px;color:#344054;font-size:12.5px} .todo ul{margin:3px 0 0 18px;padding:0} .todo code{word-break:normal;white-space:nowrap}
 """
 
 
@@ -25,78 +33,153 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
+def _months_between(first: str, last: str) -> list[str]:
+    """Every month from first to last (YYYY-MM), so a quiet month is an empty slot, not a gap."""
+    year, month = int(first[:4]), int(first[5:7])
+    out = []
+    while f"{year:04d}-{month:02d}" <= last:
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def nice_ticks(peak: int, target: int = 5) -> list[int]:
+    """Round tick values from 0 to at least `peak`: steps of 1, 2 or 5 times a power of ten."""
+    if peak <= 0:
+        return [0, 1]
+    raw = peak / max(target - 1, 1)
+    magnitude = 10 ** max(len(str(int(raw))) - 1, 0)
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    top = -(-peak // step) * step
+    return list(range(0, top + 1, step))
+
+
+def _text_width(text: str, size: float) -> float:
+    # Generous for the sans-serif fonts the page asks for: labels are placed so they cannot touch.
+    return 0.62 * size * len(text)
+
+
 def _month_chart(rows, boundaries) -> str:
     if not rows:
         return "<p class=muted>No judged messages.</p>"
-    months = [r["month"] for r in rows]
-    width, height, left, bottom, top = 1140, 340, 56, 40, 74
-    plot_w, plot_h = width - left - 10, height - bottom - top
-    peak = max(sum(r[o] for o in OUTCOMES) for r in rows) or 1
-    bw = plot_w / len(rows)
+    by_month = {r["month"]: r for r in rows}
+    first, last = rows[0]["month"], rows[-1]["month"]
+    months = _months_between(first, last)
+    empty = dict.fromkeys(OUTCOMES, 0)
+    rows = [by_month.get(m, {"month": m, **empty}) for m in months]
+    ticks = nice_ticks(max(sum(r[o] for o in OUTCOMES) for r in rows))
+    axis_max = ticks[-1]
+    width, left, right, bottom = 1140, 64, 12, 58
+    plot_w = width - left - right
+    bw = plot_w / len(months)
+
+    def x_of_day(day: str) -> Optional[float]:
+        month = day[:7]
+        if month not in months:
+            return None
+        days = calendar.monthrange(int(day[:4]), int(day[5:7]))[1]
+        return left + (months.index(month) + (int(day[8:10]) - 1) / days) * bw
+
+    # Version boundaries: one label per date (versions of several families may start together),
+    # each placed in the first row where it touches no other label.
+    grouped: dict[str, list[str]] = {}
+    for day, label in boundaries:
+        grouped.setdefault(day, [])
+        if label not in grouped[day]:
+            grouped[day].append(label)
+    placed, row_spans = [], []  # (x, row, text, anchor_end); per row: the (start, end) spans taken
+    for day in sorted(grouped):
+        x = x_of_day(day)
+        if x is None:
+            continue
+        text = f"{day} {', '.join(grouped[day])}"
+        text_w = _text_width(text, 10.5)
+        anchor_end = x + 4 + text_w > width - right
+        start, end = (x - 4 - text_w, x) if anchor_end else (x, x + 4 + text_w)
+        row = 0
+        while row < len(row_spans) and any(start < e + 8 and s < end + 8 for s, e in row_spans[row]):
+            row += 1
+        if row == len(row_spans):
+            row_spans.append([])
+        row_spans[row].append((start, end))
+        placed.append((x, row, text, anchor_end))
+    top = 18 + 14 * len(row_spans) + 10
+    plot_h = 240
+    height = top + plot_h + bottom
+    base = top + plot_h
     parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="outcomes per month">']
-    for i in range(5):  # grid
-        v = peak * i / 4
-        y = top + plot_h - plot_h * i / 4
-        parts.append(f'<line x1="{left}" x2="{width-10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eef1f5"/>'
-                     f'<text x="{left-6}" y="{y+4:.1f}" font-size="11" text-anchor="end" fill="#667085">{v:,.0f}</text>')
+             f'aria-label="messages judged per month, by outcome">']
+    for v in ticks:  # grid and round y ticks
+        y = base - plot_h * v / axis_max
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e8ee"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#667085">{v:,}</text>')
+    parts.append(f'<text transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" font-size="12" '
+                 f'text-anchor="middle" fill="#344054">messages judged</text>')
     for i, r in enumerate(rows):
-        y = top + plot_h
+        y = base
         x = left + i * bw
         for o in OUTCOMES:
-            h = plot_h * r[o] / peak
+            h = plot_h * r[o] / axis_max
             if h > 0:
                 y -= h
-                parts.append(f'<rect x="{x+0.5:.1f}" y="{y:.1f}" width="{max(bw-1,0.8):.1f}" height="{h:.1f}" '
+                parts.append(f'<rect x="{x + 0.5:.1f}" y="{y:.1f}" width="{max(bw - 1, 0.8):.1f}" height="{h:.1f}" '
                              f'fill="{COLORS[o]}"><title>{_e(r["month"])} {o}: {r[o]:,}</title></rect>')
-    step = max(1, len(months) // 12)
+    # x axis: every month when there are few, else each January (the year), with a tick per month
+    yearly = len(months) > 18
+    room = 12 * bw if yearly else bw  # px between two labels if every year (month) had one
+    label_every = max(1, math.ceil((_text_width("2020" if yearly else "2020-11", 11) + 10) / room))
+    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{base}" y2="{base}" stroke="#98a2b3"/>')
     for i, m in enumerate(months):
-        if i % step == 0:
-            x = left + i * bw + bw / 2
-            parts.append(f'<text x="{x:.1f}" y="{height-bottom+16}" font-size="11" text-anchor="middle" '
+        x = left + i * bw
+        january = m.endswith("-01")
+        if yearly:
+            parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + (6 if january else 3)}" stroke="#98a2b3"/>')
+            if january and int(m[:4]) % label_every == 0:
+                parts.append(f'<text x="{x:.1f}" y="{base + 18}" font-size="11" text-anchor="middle" '
+                             f'fill="#667085">{m[:4]}</text>')
+        elif i % label_every == 0:
+            parts.append(f'<text x="{x + bw / 2:.1f}" y="{base + 18}" font-size="11" text-anchor="middle" '
                          f'fill="#667085">{_e(m)}</text>')
-    row_end: list[float] = []  # per label row: the x where its last label ends
-    for day, label in boundaries:
-        month = day[:7]
-        if month < months[0] or month > months[-1]:
-            continue
-        idx = next((i for i, m in enumerate(months) if m >= month), len(months) - 1)
-        frac = (int(day[8:10]) - 1) / 31 if months[idx] == month else 0
-        x = left + (idx + frac) * bw
-        text_w = 6.2 * len(label)
-        anchor_end = x + text_w > width - 10
-        start, end = (x - 3 - text_w, x) if anchor_end else (x, x + 3 + text_w)
-        row = next((i for i, e in enumerate(row_end) if e < start - 6), None)
-        if row is None:
-            row = len(row_end)
-            row_end.append(end)
-        else:
-            row_end[row] = end
-        y = 12 + row * 13
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y+2}" y2="{top+plot_h}" stroke="#1d2430" '
-                     f'stroke-dasharray="4 3" stroke-width="1.2"/>'
-                     f'<text x="{x + (-3 if anchor_end else 3):.1f}" y="{y}" font-size="10.5" fill="#1d2430" '
-                     f'text-anchor="{"end" if anchor_end else "start"}">{_e(label)}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 12}" font-size="12" text-anchor="middle" '
+                 f'fill="#344054">month judged ({_e(months[0])} to {_e(months[-1])}, every month shown)</text>')
+    for x, row, text, anchor_end in placed:
+        y = 16 + row * 14
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y + 3}" y2="{base}" stroke="#1d2430" '
+                     f'stroke-dasharray="4 3" stroke-width="1.1"/>'
+                     f'<text x="{x + (-4 if anchor_end else 4):.1f}" y="{y}" font-size="10.5" fill="#1d2430" '
+                     f'text-anchor="{"end" if anchor_end else "start"}">{_e(text)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _bar_table(rows, label_key, value_key, color_key=None, limit=15) -> str:
+def _inline(text: str) -> str:
+    """Escaped text with `code` spans."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
+
+
+def _top_rules(rows, policies, categories_inferred: bool, limit=12) -> str:
+    """The most frequent findings other than notes, each with a bar and what to do about it."""
+    from .advice import what_to_do
+
     rows = rows[:limit]
     if not rows:
         return "<p class=muted>None.</p>"
-    peak = max(r[value_key] for r in rows) or 1
-    # Bars start after the longest label (about 6.6 px a character at 12 px).
-    bar_x = min(max(int(6.6 * max(len(str(r[label_key])) for r in rows)) + 16, 200), 560)
-    out = ['<svg width="1140" height="%d">' % (len(rows) * 24 + 6)]
-    for i, r in enumerate(rows):
-        y = i * 24 + 4
-        w = (1080 - bar_x - 60) * r[value_key] / peak
-        color = COLORS.get(r.get(color_key, ""), "#5b7db1") if color_key else "#5b7db1"
-        out.append(f'<text x="0" y="{y+14}" font-size="12">{_e(r[label_key])}</text>'
-                   f'<rect x="{bar_x}" y="{y}" width="{max(w,1):.1f}" height="18" rx="3" fill="{color}"/>'
-                   f'<text x="{bar_x+6+w:.1f}" y="{y+14}" font-size="12" fill="#344054">{r[value_key]:,}</text>')
-    out.append("</svg>")
+    peak = max(r["count"] for r in rows) or 1
+    out = ["<table class=rules><tr><th>rule → outcome</th><th class=n>findings</th><th></th></tr>"]
+    for r in rows:
+        advice = what_to_do(policies, r["policy"], r["version"], r["rule"], r["outcome"], categories_inferred)
+        todo = ""
+        if advice is not None:
+            items = "".join(f"<li>{_inline(i)}</li>" for i in advice.items)
+            todo = (f'<div class=todo><b>What to do:</b> {_inline(advice.text)}'
+                    + (f"<ul>{items}</ul>" if items else "") + "</div>")
+        share = 100 * r["count"] / peak
+        out.append(
+            f'<tr><td><b>{_e(r["rule"])}</b> → {_e(r["outcome"])}<br><span class=muted>{_e(r["policy"])}/{_e(r["version"])}</span></td>'
+            f'<td class=n>{r["count"]:,}</td>'
+            f'<td class=barcell><div class=bar style="width:{share:.1f}%;background:{COLORS.get(r["outcome"], "#5b7db1")}"></div>'
+            + todo + "</td></tr>")
+    out.append("</table>")
     return "".join(out)
 
 
@@ -107,14 +190,13 @@ def render_html(result, policies=None) -> str:
     if policies is not None:
         from ..timeline import timeline_rows
         for r in timeline_rows(policies):
-            boundaries.append((r["effective_from"], f'{r["version"]} ({r["effective_from"]})'))
+            boundaries.append((r["effective_from"], r["version"]))
     boundaries.sort()
     findings = sum(d["outcomes"][o] for o in ("blocked", "indeterminate", "violation"))
     cards = [("read", c["read"]), ("judged", c["judged"]), ("rejected", c["rejected"]),
              ("buyer events", c["buyer_events"])] + [(o, d["outcomes"][o]) for o in OUTCOMES]
     legend = "".join(f'<span><i style="background:{COLORS[o]}"></i>{o}</span>' for o in OUTCOMES)
-    top_rules = [{"label": f'{r["policy"]}/{r["version"]} {r["rule"]} → {r["outcome"]}', **r}
-                 for r in d["by_rule"] if r["outcome"] != "allowed"]
+    top_rules = [r for r in d["by_rule"] if r["outcome"] != "allowed"]
     worst = "".join(
         f'<tr><td><code>{_e(r["order_id"])}</code></td><td class=n>{r["violation"]:,}</td>'
         f'<td class=n>{r["indeterminate"]:,}</td><td class=n>{r["blocked"]:,}</td></tr>'
@@ -143,7 +225,7 @@ def render_html(result, policies=None) -> str:
 <div class=legend>{legend}<span class=muted>dashed lines: policy version boundaries</span></div>
 {_month_chart(d["by_month"], boundaries)}
 <h2>Top rules (findings other than notes)</h2>
-{_bar_table(top_rules, "label", "count", "outcome")}
+{_top_rules(top_rules, policies, any(r["policy"] == CLASSIFIER_POLICY for r in d["by_rule"]))}
 <h2>Worst orders</h2>
 <table><tr><th>order</th><th class=n>violation</th><th class=n>indeterminate</th><th class=n>blocked</th></tr>{worst or "<tr><td colspan=4 class=muted>none</td></tr>"}</table>
 <h2>By policy version</h2>
