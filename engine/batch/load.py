@@ -93,16 +93,17 @@ def _fast_frames(raw, file: int, base: int) -> tuple[pl.DataFrame, pl.DataFrame]
     return messages, events
 
 
-def _fast_plans(raw: pl.LazyFrame, file: int, base: int) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """The messages and events the bulk path takes (lazy: a filter reads only the columns used)."""
+def _fast_plans(raw: pl.LazyFrame, file: int, base: int, first: int = 0) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The messages and events the bulk path takes (lazy: a filter reads only the columns used).
+    `index` counts from the file's line `first` (0-based); `base` is the file's first position."""
     def text(name, default=None):
         col = pl.col(f"s_{name}")
         return pl.when(pl.col(f"t_{name}").is_null()).then(pl.lit(default, dtype=pl.String)) \
             .when(pl.col(f"t_{name}") == NULL).then(None).otherwise(col)
 
     msgs = raw.filter(pl.col("fast") == "message").select(
-        (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.lit(file, dtype=pl.Int32).alias("file"),
-        (pl.col("index").cast(pl.Int64) + 1).alias("line"),
+        (pl.col("index").cast(pl.Int64) + (base + first)).alias("pos"), pl.lit(file, dtype=pl.Int32).alias("file"),
+        (pl.col("index").cast(pl.Int64) + (first + 1)).alias("line"),
         pl.col("s_message_id").alias("message_id"), pl.col("s_order_id").alias("order_id"),
         pl.col("s_buyer_id").alias("buyer_id"), pl.col("us_sent_at").alias("sent_us"),
         iso_text("s_sent_at").alias("sent_iso"),
@@ -122,7 +123,7 @@ def _fast_plans(raw: pl.LazyFrame, file: int, base: int) -> tuple[pl.LazyFrame, 
         .then(pl.col("s_attachments")).alias("attachments_json"),
     )
     events = raw.filter(pl.col("fast") == "event").select(
-        (pl.col("index").cast(pl.Int64) + base).alias("pos"), pl.col("s_buyer_id").alias("buyer_id"),
+        (pl.col("index").cast(pl.Int64) + (base + first)).alias("pos"), pl.col("s_buyer_id").alias("buyer_id"),
         pl.col("us_at").alias("at_us"), (pl.col("s_type") == "buyer_opt_out").alias("ev_state"))
     return msgs.cast(_MESSAGE_SCHEMA), events.cast(_EVENT_SCHEMA)
 
@@ -146,7 +147,18 @@ def _merge(bulk: list, slow: Optional[pl.DataFrame], schema: dict) -> pl.DataFra
     return pl.concat(pieces, rechunk=True)
 
 
-def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
+def share_of(n_lines: int, part: Optional[tuple[int, int]]) -> tuple[int, int]:
+    """The lines [first, last) of a file that part (k, of) reads: contiguous, near-equal shares."""
+    if part is None:
+        return 0, n_lines
+    k, of = part
+    return n_lines * k // of, n_lines * (k + 1) // of
+
+
+def load(paths: list, mapping, not_after: float, extra_keys: tuple,
+         part: Optional[tuple[int, int]] = None) -> _Loaded:
+    """Every line of the inputs, or with `part=(k, of)` the k-th of `of` shares of each JSON Lines
+    file (positions stay those of the whole log; only JSON Lines without a mapping can be split)."""
     msg_frames, ev_frames, clocks, ids = [], [], [], []
     rejects, objects, raws = [], _Objects(), {}
     slow_msgs, slow_events, slow_clock, slow_ids = [], [], [], []
@@ -159,13 +171,18 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
             data, offsets = read_lines(Path(path))
             raws[file] = (data, offsets)
             objects.files.append((base, data, offsets))
+            n_lines = len(offsets) - 1
+            first, last = share_of(n_lines, part)
+            # The share as a file of its own (views, no copy): indices count from its first line.
+            data_part = data[offsets[first]:offsets[last]]
+            offsets_part = offsets[first:last + 1] - offsets[first]
             # The per-line path is Python, in a thread: DuckDB and polars release the GIL, so the
             # next batches are decoded and the bulk rows' frames built meanwhile.
             queue: Queue = Queue()
-            worker = _Worker(_validate_batches, queue, data, offsets, base, file, source, not_after,
-                             rejects, objects, slow_msgs, slow_events, slow_clock, slow_ids)
+            worker = _Worker(_validate_batches, queue, data_part, offsets_part, base, first, file, source,
+                             not_after, rejects, objects, slow_msgs, slow_events, slow_clock, slow_ids)
             try:
-                for batch in decode_batches(data, offsets, extra_keys):
+                for batch in decode_batches(data_part, offsets_part, extra_keys):
                     frame = _routed(classify_rows(batch), extra_keys)
                     n_blank = int(frame["blank"].sum())
                     blank += n_blank
@@ -174,9 +191,9 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
                     queue.put(lazy.filter(pl.col("fast").is_null() & ~pl.col("blank")).select("index")
                               .collect()["index"].to_list())
                     fast = lazy.filter(pl.col("fast").is_not_null())
-                    pos = (pl.col("index").cast(pl.Int64) + base).alias("pos")
+                    pos = (pl.col("index").cast(pl.Int64) + (base + first)).alias("pos")
                     m, e, c, i = pl.collect_all([
-                        *_fast_plans(lazy, file, base),
+                        *_fast_plans(lazy, file, base, first),
                         fast.select(pos, (pl.when(pl.col("fast") == "message").then(pl.col("us_sent_at"))
                                           .otherwise(pl.col("us_at")).cast(pl.Float64) / 1e6).alias("lt")),
                         fast.filter(pl.col("t_message_id") == STRING).select(pos, pl.col("s_message_id").alias("mid")),
@@ -188,9 +205,10 @@ def load(paths: list, mapping, not_after: float, extra_keys: tuple) -> _Loaded:
             finally:
                 queue.put(None)
                 worker.join()
-            n_lines = len(offsets) - 1
             base += n_lines + 1
             continue
+        if part is not None:
+            raise ValueError("only JSON Lines inputs without a mapping are read in parts")
         count = 0
         for number, obj, _ in stream_items(path):
             count = max(count, number)
@@ -233,17 +251,17 @@ class _Worker(threading.Thread):
             raise self._error
 
 
-def _validate_batches(queue, data, offsets, base, file, source, not_after, *sinks) -> None:
+def _validate_batches(queue, data, offsets, base, first, file, source, not_after, *sinks) -> None:
     """The lines the bulk path did not take (lists of indices from the queue, None ends), through
-    orjson and the models one by one."""
+    orjson and the models one by one. Indices count from the file's line `first`."""
     for indices in iter(queue.get, None):
         for index in indices:
-            number = index + 1
+            number = first + index + 1
             try:
                 obj = orjson.loads(line_bytes(data, offsets, index))
             except orjson.JSONDecodeError as exc:
                 obj = InputError(source, number, None, None, f"malformed JSON: {exc}")
-            _slow_item(base + index, file, number, obj, source, None, not_after, *sinks)
+            _slow_item(base + number - 1, file, number, obj, source, None, not_after, *sinks)
 
 
 def _routed(frame: pl.DataFrame, extra_keys: tuple) -> pl.DataFrame:

@@ -167,47 +167,44 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
 
 
 def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[_Share]:
-    """The log read once here, its buyers' shares judged by `jobs` fresh interpreters
-    (engine.batch.worker), not forks: polars' and DuckDB's thread pools do not survive a
-    fork (a forked child's first parallel query waits forever), and multiprocessing's spawn
-    would re-run the caller's main script. A share travels as Arrow IPC files."""
+    """The buyers' shares judged by `jobs` fresh interpreters (engine.batch.worker), not forks:
+    polars' and DuckDB's thread pools do not survive a fork (a forked child's first parallel
+    query waits forever), and multiprocessing's spawn would re-run the caller's main script.
+    Shares travel as Arrow IPC files.
+
+    JSON Lines logs are read in parallel: each worker reads a contiguous share of every file
+    and hands each buyer's rows to that buyer's worker ("read" phase), then judges its buyers
+    ("go"). Other inputs are read here and handed out."""
+    parallel_read = cfg.mapping is None and all(Path(p).suffix.lower() not in (".csv", ".parquet")
+                                                 for p in cfg.paths)
     with tempfile.TemporaryDirectory(prefix="msgpolicy-batch-") as tmp:
         folder = Path(tmp)
-        # Started first, so that their interpreters start and import while the log is read;
-        # each waits for its "go" line (end of input: the audit was abandoned).
+        # Started first, so that their interpreters start and import meanwhile; each waits
+        # for its first line (end of input: the audit was abandoned).
         procs = []
         for w in range(jobs):
             with open(folder / f"stderr.{w}", "wb") as err:  # a file: a full pipe would stall the worker
                 procs.append(subprocess.Popen([sys.executable, "-m", "engine.batch.worker", str(folder), str(w)],
-                                              stdin=subprocess.PIPE, stderr=err))
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err))
         try:
-            prepared = _prepare(policies, cfg)
-            stages.mark("read+validate")
-            prepared.answered.write_ipc(folder / "answered.arrow")
-            bulk_files = [(file, base, str(cfg.paths[file])) for file, (base, _, _) in
-                          zip(sorted(prepared.loaded.raw), prepared.loaded.objects.files)]
-            mine = pl.col("buyer_id").hash(seed=0) % jobs
-            messages = prepared.messages.with_columns(owner=mine).partition_by("owner", as_dict=True,
-                                                                               include_key=False)
-            events = prepared.events.with_columns(owner=mine).partition_by("owner", as_dict=True, include_key=False)
-            for w, proc in enumerate(procs):
-                own = messages.get((w,), prepared.messages.clear())
-                own.write_ipc(folder / f"messages.{w}.arrow")
-                events.get((w,), prepared.events.clear()).write_ipc(folder / f"events.{w}.arrow")
-                positions = set(own["pos"].to_list())
-                # Records validated one by one travel as objects; bulk rows are re-read from their line.
-                objects = {pos: m for pos, m in dict.items(prepared.loaded.objects) if pos in positions}
-                counts = (prepared.loaded.read, prepared.loaded.blank) if w == 0 else (0, 0)
-                rejects = [r for r in prepared.rejects if r[0] % jobs == w]
-                (folder / f"task.{w}").write_bytes(pickle.dumps((policies, cfg, rejects, objects, bulk_files,
-                                                                 counts)))
-                _tell(proc, b"go\n")
-            del prepared, messages, events
-            failures = []
-            for w, proc in enumerate(procs):
-                if proc.wait() != 0:
-                    err = (folder / f"stderr.{w}").read_text(errors="replace")
-                    failures.append(f"worker {w} (exit code {proc.returncode}):\n{err}")
+            if parallel_read:
+                for path in cfg.paths:  # an input that cannot be read is the reader's error, said here
+                    with open(path, "rb"):
+                        pass
+                (folder / "task").write_bytes(pickle.dumps((policies, cfg, jobs)))
+                for proc in procs:
+                    _tell(proc, b"read\n", close=False)
+                for w, proc in enumerate(procs):  # each says "read" when its share is handed out
+                    if proc.stdout.readline().strip() != b"read":
+                        proc.wait()
+                        raise RuntimeError("batch audit worker failed: " + _failure(folder, w, proc))
+                stages.mark("read+validate")
+                for proc in procs:
+                    _tell(proc, b"go\n")
+            else:
+                _hand_out(policies, cfg, jobs, folder, procs)
+                stages.mark("read+validate")
+            failures = [_failure(folder, w, proc) for w, proc in enumerate(procs) if proc.wait() != 0]
             if failures:
                 raise RuntimeError("batch audit worker failed: " + "\n".join(failures))
         finally:
@@ -216,6 +213,8 @@ def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[
                 if proc.poll() is None:
                     proc.kill()
                 proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
         shares = []
         for w in range(jobs):
             summary, rejects, seconds = pickle.loads((folder / f"share.{w}").read_bytes())
@@ -223,37 +222,132 @@ def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[
     return shares
 
 
-def _tell(proc: subprocess.Popen, line: bytes) -> None:
-    """Write a line to a waiting worker and close its input (once)."""
+def _failure(folder: Path, w: int, proc: subprocess.Popen) -> str:
+    err = (folder / f"stderr.{w}").read_text(errors="replace")
+    return f"worker {w} (exit code {proc.returncode}):\n{err}"
+
+
+def _owner(jobs: int) -> pl.Expr:
+    """The worker that judges a buyer (polars' hash is the same in every process of a run)."""
+    return pl.col("buyer_id").hash(seed=0) % jobs
+
+
+def _hand_out(policies, cfg: AuditConfig, jobs: int, folder: Path, procs: list) -> None:
+    """The log read and validated here (CSV, Parquet, mapped exports), each buyer's rows
+    written for its worker."""
+    prepared = _prepare(policies, cfg)
+    prepared.answered.write_ipc(folder / "answered.arrow")
+    bulk_files = [(file, base, str(cfg.paths[file])) for file, (base, _, _) in
+                  zip(sorted(prepared.loaded.raw), prepared.loaded.objects.files)]
+    messages = prepared.messages.with_columns(owner=_owner(jobs)).partition_by("owner", as_dict=True,
+                                                                                include_key=False)
+    events = prepared.events.with_columns(owner=_owner(jobs)).partition_by("owner", as_dict=True,
+                                                                            include_key=False)
+    for w, proc in enumerate(procs):
+        own = messages.get((w,), prepared.messages.clear())
+        own.write_ipc(folder / f"messages.{w}.arrow")
+        events.get((w,), prepared.events.clear()).write_ipc(folder / f"events.{w}.arrow")
+        positions = set(own["pos"].to_list())
+        # Records validated one by one travel as objects; bulk rows are re-read from their line.
+        objects = {pos: m for pos, m in dict.items(prepared.loaded.objects) if pos in positions}
+        counts = (prepared.loaded.read, prepared.loaded.blank) if w == 0 else (0, 0)
+        rejects = [r for r in prepared.rejects if r[0] % jobs == w]
+        (folder / f"task.{w}").write_bytes(pickle.dumps((policies, cfg, rejects, objects, bulk_files, counts)))
+        _tell(proc, b"go\n")
+
+
+def _tell(proc: subprocess.Popen, line: bytes, close: bool = True) -> None:
+    """Write a line to a waiting worker, and close its input (once) unless told not to."""
     if proc.stdin is None or proc.stdin.closed:
         return
     try:
         if line:
             proc.stdin.write(line)
-        proc.stdin.close()
+            proc.stdin.flush()
+        if close:
+            proc.stdin.close()
     except OSError:
         pass  # it has already gone; its exit code tells why
+
+
+def read_share(folder: Path, worker: int) -> None:
+    """A worker's "read" phase (engine.batch.worker): its share of every JSON Lines file
+    decoded and validated, each buyer's rows written for the worker that judges that buyer,
+    with what every worker needs of the whole log (message ids, log times, buyer messages)."""
+    policies, cfg, jobs = pickle.loads((folder / "task").read_bytes())
+    loaded = load(list(cfg.paths), None, cfg.started, _extra_field_keys(policies), part=(worker, jobs))
+    loaded.clock.write_ipc(folder / f"clock.{worker}.arrow")
+    loaded.ids.write_ipc(folder / f"ids.{worker}.arrow")
+    loaded.messages.filter(pl.col("initiated_by") == "buyer").select(
+        "pos", "message_id", "buyer_id", "sent_us", "body", "marketplace", "initiated_by",
+    ).write_ipc(folder / f"buyers.{worker}.arrow")
+    messages = loaded.messages.with_columns(owner=_owner(jobs)).partition_by("owner", as_dict=True,
+                                                                              include_key=False)
+    events = loaded.events.with_columns(owner=_owner(jobs)).partition_by("owner", as_dict=True,
+                                                                          include_key=False)
+    for w in range(jobs):
+        own = messages.get((w,), loaded.messages.clear())
+        own.write_ipc(folder / f"messages.{worker}.{w}.arrow")
+        events.get((w,), loaded.events.clear()).write_ipc(folder / f"events.{worker}.{w}.arrow")
+        objects = {pos: dict.__getitem__(loaded.objects, pos) for pos in own["pos"].to_list()
+                   if dict.__contains__(loaded.objects, pos)}
+        (folder / f"objects.{worker}.{w}").write_bytes(pickle.dumps(objects))
+    (folder / f"read.{worker}").write_bytes(pickle.dumps((loaded.rejects, loaded.read, loaded.blank)))
 
 
 def run_share(folder: Path, worker: int) -> None:
     """A worker's whole job (engine.batch.worker): the task files in, its share's files out."""
     stages = Stages()
-    policies, cfg, rejects, objects, bulk_files, (read, blank) = pickle.loads((folder / f"task.{worker}").read_bytes())
-    loaded_objects = _Objects()
-    loaded_objects.update(objects)
-    raw = {}
-    for file, base, path in bulk_files:
-        data, offsets = read_lines(Path(path))
-        raw[file] = (data, offsets)
-        loaded_objects.files.append((base, data, offsets))
-    messages = pl.read_ipc(folder / f"messages.{worker}.arrow")
-    prepared = _Prepared(messages, pl.read_ipc(folder / f"events.{worker}.arrow"), rejects,
-                         pl.read_ipc(folder / "answered.arrow"),
-                         _Loaded(messages, None, [], None, None, loaded_objects, raw, blank, read))
+    if (folder / "task").exists():  # after read_share in every worker
+        policies, cfg, jobs = pickle.loads((folder / "task").read_bytes())
+        # The read phase is timed by the parent (it waits for every worker's); this is the gathering.
+        prepared = _prepare_loaded(policies, cfg, _gather(folder, worker, jobs, cfg.paths),
+                                   _every(folder, "buyers", jobs))
+    else:
+        policies, cfg, rejects, objects, bulk_files, (read, blank) = pickle.loads(
+            (folder / f"task.{worker}").read_bytes())
+        loaded_objects = _Objects()
+        loaded_objects.update(objects)
+        raw = {}
+        for file, base, path in bulk_files:
+            data, offsets = read_lines(Path(path))
+            raw[file] = (data, offsets)
+            loaded_objects.files.append((base, data, offsets))
+        messages = pl.read_ipc(folder / f"messages.{worker}.arrow")
+        prepared = _Prepared(messages, pl.read_ipc(folder / f"events.{worker}.arrow"), rejects,
+                             pl.read_ipc(folder / "answered.arrow"),
+                             _Loaded(messages, None, [], None, None, loaded_objects, raw, blank, read))
     stages.mark("read+validate")
     share = _judge_share(policies, cfg, prepared, stages)
     share.lines.write_ipc(folder / f"lines.{worker}.arrow")
     (folder / f"share.{worker}").write_bytes(pickle.dumps((share.summary, share.rejects, share.seconds)))
+
+
+def _every(folder: Path, name: str, jobs: int) -> pl.DataFrame:
+    """What every worker's read phase wrote under `name`, in position order."""
+    return pl.concat([pl.read_ipc(folder / f"{name}.{w}.arrow") for w in range(jobs)]).sort("pos")
+
+
+def _gather(folder: Path, worker: int, jobs: int, paths: list) -> _Loaded:
+    """This worker's buyers' rows from every worker's read phase, as one log read in order:
+    its own rejects, and the whole log's message ids and log times."""
+    def own(name: str) -> pl.DataFrame:
+        return pl.concat([pl.read_ipc(folder / f"{name}.{w}.{worker}.arrow")
+                          for w in range(jobs)]).sort("pos")
+
+    objects = _Objects()
+    for w in range(jobs):
+        objects.update(pickle.loads((folder / f"objects.{w}.{worker}").read_bytes()))
+    raw = {}
+    base = 0
+    for file, path in enumerate(paths):  # bulk rows' objects are re-read from their line when asked for
+        data, offsets = read_lines(Path(path))
+        raw[file] = (data, offsets)
+        objects.files.append((base, data, offsets))
+        base += len(offsets)
+    rejects, read, blank = pickle.loads((folder / f"read.{worker}").read_bytes())
+    return _Loaded(own("messages"), own("events"), rejects, _every(folder, "clock", jobs),
+                   _every(folder, "ids", jobs), objects, raw, blank, read)
 
 
 @dataclass
@@ -270,6 +364,13 @@ class _Prepared:
 
 def _prepare(policies, cfg: AuditConfig) -> _Prepared:
     loaded = load(list(cfg.paths), cfg.mapping, cfg.started, _extra_field_keys(policies))
+    return _prepare_loaded(policies, cfg, loaded, None)
+
+
+def _prepare_loaded(policies, cfg: AuditConfig, loaded: _Loaded, buyers: Optional[pl.DataFrame]) -> _Prepared:
+    """Rejects of unknown marketplaces and repeated ids, and the log clock, from `loaded`
+    (the whole log's ids and log times; its messages and events may be one worker's buyers
+    only, then `buyers` holds every buyer message of the log, for the replies)."""
     rejects = list(loaded.rejects)
     messages = loaded.messages
     source_of = {i: str(p) for i, p in enumerate(cfg.paths)}
@@ -277,7 +378,8 @@ def _prepare(policies, cfg: AuditConfig) -> _Prepared:
     # Unknown marketplaces and repeated ids (the first line with an id keeps it, valid or not).
     dup_pos = loaded.ids.filter(~pl.col("mid").is_first_distinct())["pos"]
     known = sorted(policies.marketplaces)
-    bad = messages.filter(~pl.col("marketplace").is_in(known) | pl.col("pos").is_in(dup_pos.implode()))
+    kept = pl.col("marketplace").is_in(known) & ~pl.col("pos").is_in(dup_pos.implode())
+    bad = messages.filter(~kept)
     if not bad.is_empty():
         names = ", ".join(known)
         for pos, file, line, mid, market in bad.select("pos", "file", "line", "message_id", "marketplace").iter_rows():
@@ -288,7 +390,7 @@ def _prepare(policies, cfg: AuditConfig) -> _Prepared:
                 err = InputError(source_of[file], line, mid, "message_id",
                                  "duplicate message_id in this log (an earlier line has it)")
             rejects.append((pos, err))
-        messages = messages.filter(~pl.col("pos").is_in(bad["pos"].implode()))
+        messages = messages.filter(kept)
 
     # The log clock at each line, and each record's own instant in seconds.
     clock = loaded.clock.with_columns(clock=pl.col("lt").cum_max().forward_fill().fill_null(float("-inf")))
@@ -297,7 +399,12 @@ def _prepare(policies, cfg: AuditConfig) -> _Prepared:
     events = loaded.events.with_columns(t=pl.col("at_us").cast(pl.Float64) / 1e6).join(
         clock.select("pos", "clock"), on="pos", how="left")
     # A reply may name another buyer's message, held by another worker: all are kept.
-    return _Prepared(messages, events, rejects, history.buyer_messages(messages), loaded)
+    if buyers is None:
+        answered = history.buyer_messages(messages)
+    else:
+        answered = history.buyer_messages(
+            buyers.filter(kept).with_columns(t=pl.col("sent_us").cast(pl.Float64) / 1e6))
+    return _Prepared(messages, events, rejects, answered, loaded)
 
 
 def _judge_share(policies, cfg: AuditConfig, prepared: _Prepared, stages: Stages) -> _Share:

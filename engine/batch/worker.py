@@ -5,10 +5,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .pipeline import run_share
+from .pipeline import read_share, run_share
 
 if __name__ == "__main__":
-    # Started while the parent still reads the log, so the imports above overlap its read.
+    # Started before the task is written, so the imports above overlap the parent's work.
+    # "read": read a share of the log, say "read", then wait for "go" (every share handed out);
     # "go": the task files are written; end of input: the audit was abandoned.
-    if sys.stdin.readline().strip() == "go":
-        run_share(Path(sys.argv[1]), int(sys.argv[2]))
+    folder, worker = Path(sys.argv[1]), int(sys.argv[2])
+    command = sys.stdin.readline().strip()
+    if command == "read":
+        read_share(folder, worker)
+        sys.stdout.write("read\n")
+        sys.stdout.flush()
+        command = sys.stdin.readline().strip()
+    if command == "go":
+        run_share(folder, worker)
