@@ -496,6 +496,48 @@ def _versions_in_force(policies, messages: pl.DataFrame, at):
     return messages.join(lookup, on=["marketplace", "local_date"], how="left").sort("pos"), vsets, instants
 
 
+class _Column:
+    """One detector's value and span columns over the messages: natively computed expressions
+    (null and "" outside the rows whose versions read the detector), then the rows that
+    Python code decided, set in one scatter each."""
+
+    def __init__(self, rows_mask: pl.Series):
+        self.rows_mask = rows_mask
+        self.value: pl.Expr = pl.lit(None, dtype=pl.Boolean)
+        self.span: pl.Expr = pl.lit("")
+        self.rows: list[int] = []
+        self.values: list = []
+        self.spans: list = []
+
+    def native(self, value: pl.Expr, span: pl.Expr) -> None:
+        self.value = pl.when(pl.lit(self.rows_mask)).then(value).otherwise(None)
+        self.span = pl.when(pl.lit(self.rows_mask)).then(span.fill_null("")).otherwise(pl.lit(""))
+
+    def set(self, row: int, value, span: str) -> None:
+        self.rows.append(row)
+        self.values.append(value)
+        self.spans.append(span)
+
+    def series(self, messages: pl.DataFrame, vcol: str, scol: str) -> tuple[pl.Series, pl.Series]:
+        out = messages.select(self.value.cast(pl.Boolean).alias(vcol), self.span.cast(pl.String).alias(scol))
+        values, spans = out[vcol], out[scol]
+        if self.rows:
+            rows = pl.Series(self.rows, dtype=pl.UInt32)
+            values.scatter(rows, pl.Series(self.values, dtype=pl.Boolean))
+            spans.scatter(rows, pl.Series(self.spans, dtype=pl.String))
+        return values, spans
+
+
+def _tenths(elapsed: pl.Expr) -> pl.Expr:
+    """f"{elapsed / _DAY_US:.1f}" natively, where exact: 0 <= elapsed < 1000 days and not
+    halfway between two tenths (there the double's own digits decide; null is returned)."""
+    q, r = (elapsed * 10) // _DAY_US, (elapsed * 10) % _DAY_US
+    rounded = q + (2 * r > _DAY_US).cast(pl.Int64)
+    exact = (elapsed >= 0) & (elapsed < 1000 * _DAY_US) & (2 * r != _DAY_US)
+    return pl.when(exact).then(pl.concat_str([(rounded // 10).cast(pl.String), pl.lit("."),
+                                               (rounded % 10).cast(pl.String)]))
+
+
 def _detectors(policies, messages, vsets, loaded, horizon):
     """Value and span columns for every detector used by a version in force (by spec key)."""
     used: dict[str, object] = {}
@@ -508,13 +550,12 @@ def _detectors(policies, messages, vsets, loaded, horizon):
     columns: dict[str, tuple[str, str]] = {}
     new_cols = []
     views_cache: dict[frozenset, tuple] = {}
-    n = len(messages)
+    indexed = messages.with_row_index("row")
     for j, (key, spec) in enumerate(used.items()):
         vcol, scol = f"d{j}_v", f"d{j}_s"
         columns[key] = (vcol, scol)
         rows_mask = messages["vset"].is_in(sorted(users[key]))
-        values: list = [None] * n
-        spans: list = [""] * n
+        column = _Column(rows_mask)
         kind = type(spec)
         if kind in TEXT_KINDS:
             group = frozenset(users[key])
@@ -523,9 +564,9 @@ def _detectors(policies, messages, vsets, loaded, horizon):
                 sub = messages[rows]
                 views_cache[group] = (rows.to_list(), Views(sub["subject"], sub["body"]))
             rows, views = views_cache[group]
-            vals, sps = TEXT_KINDS[kind](spec, views, len(rows))
-            for r, a, b in zip(rows, vals, sps):
-                values[r], spans[r] = a, b
+            column.native(pl.lit(False), pl.lit(""))
+            for i, (value, span) in TEXT_KINDS[kind](spec, views).items():
+                column.set(rows[i], value, span)
         elif kind is PriorCountDetector:
             seller = pl.col("initiated_by") == "seller"
             cats = [c.value for c in spec.categories]
@@ -535,54 +576,73 @@ def _detectors(policies, messages, vsets, loaded, horizon):
             possible = ~counting & seller & pl.col("category").is_null() & \
                 cand.list.eval(pl.element().is_in(cats)).list.any().fill_null(False)
             counts = history.prior_counts(messages, spec, counting, possible, horizon)
-            for r, (c, first, maybe) in zip(rows_mask.arg_true().to_list(),
-                                             counts.filter(rows_mask).iter_rows()):
-                if c >= spec.at_least:
-                    values[r], spans[r] = True, f"{c} earlier, first {first}"
-                elif c + maybe >= spec.at_least:
-                    values[r], spans[r] = None, f"{c} earlier, {maybe} more if their uncertain category counts"
-                else:
-                    values[r], spans[r] = False, (f"{c} earlier, first {first}" if c else "")
+            c, first, maybe = pl.lit(counts["count"]), pl.lit(counts["first"]), pl.lit(counts["maybe"])
+            earlier = pl.concat_str([c.cast(pl.String), pl.lit(" earlier, first "), first.fill_null("None")])
+            column.native(
+                pl.when(c >= spec.at_least).then(True).when(c + maybe >= spec.at_least).then(None).otherwise(False),
+                pl.when(c >= spec.at_least).then(earlier)
+                .when(c + maybe >= spec.at_least).then(pl.concat_str([
+                    c.cast(pl.String), pl.lit(" earlier, "), maybe.cast(pl.String),
+                    pl.lit(" more if their uncertain category counts")]))
+                .when(c != 0).then(earlier).otherwise(pl.lit("")))
         elif kind is WindowDetector:
             anchors = {"delivered_at": "delivered_us", "order_placed_at": "order_placed_us"}
-            sub = messages.with_row_index("row").filter(rows_mask)
-            cols = ["row", "sent_us"] + [anchors[a] for a in spec.anchors]
-            for row, sent, *anchor_values in sub.select(cols).iter_rows():
-                for name, anchor in zip(spec.anchors, anchor_values):
-                    if anchor is not None:
-                        elapsed = sent - anchor
-                        values[row] = elapsed <= spec.max_days * _DAY_US
-                        spans[row] = f"{elapsed / _DAY_US:.1f} days after {name}"
-                        break
-                else:
-                    values[row], spans[row] = None, "no " + " or ".join(spec.anchors)
+            # The first anchor the message has, in the detector's order.
+            anchor = pl.coalesce([pl.col(anchors[a]) for a in spec.anchors])
+            named = pl.lit(None, dtype=pl.String)
+            for name in reversed(spec.anchors):
+                named = pl.when(pl.col(anchors[name]).is_not_null()).then(pl.lit(name)).otherwise(named)
+            elapsed = pl.col("sent_us") - anchor
+            column.native(
+                pl.when(anchor.is_null()).then(None).otherwise(elapsed <= spec.max_days * _DAY_US),
+                pl.when(anchor.is_null()).then(pl.lit("no " + " or ".join(spec.anchors)))
+                .otherwise(pl.concat_str([_tenths(elapsed), pl.lit(" days after "), named])))
+            # Where the tenths are not exact natively, Python's formatting writes them.
+            odd = indexed.filter(rows_mask & anchor.is_not_null() & _tenths(elapsed).is_null())
+            for row, gap, name in odd.select("row", elapsed.alias("gap"), named.alias("name")).iter_rows():
+                column.set(row, gap <= spec.max_days * _DAY_US, f"{gap / _DAY_US:.1f} days after {name}")
         elif kind is LanguageMatchDetector:
-            sub = messages.with_row_index("row").filter(rows_mask)
-            for row, lang, buyer in sub.select("row", "language", "buyer_language").iter_rows():
-                if not lang or not buyer:
-                    values[row], spans[row] = None, ""
-                else:
-                    values[row] = _primary(lang) == _primary(buyer)
-                    spans[row] = f"{lang} vs buyer's {buyer}"
+            lang, buyer = pl.col("language"), pl.col("buyer_language")
+            unknown = (lang.fill_null("") == "") | (buyer.fill_null("") == "")
+
+            def primary(tag: pl.Expr) -> pl.Expr:  # engine.detectors._primary, for ASCII tags
+                return tag.str.replace_all("_", "-", literal=True).str.split("-").list.first().str.to_lowercase()
+
+            column.native(pl.when(unknown).then(None).otherwise(primary(lang) == primary(buyer)),
+                          pl.when(unknown).then(pl.lit("")).otherwise(
+                              pl.concat_str([lang, pl.lit(" vs buyer's "), buyer])))
+            # Python and Rust may lower-case other scripts differently: those tags go through Python.
+            wide = indexed.filter(rows_mask & ~unknown & (lang.str.contains(r"[^\x00-\x7F]")
+                                                          | buyer.str.contains(r"[^\x00-\x7F]")))
+            for row, a, b in wide.select("row", "language", "buyer_language").iter_rows():
+                column.set(row, _primary(a) == _primary(b), f"{a} vs buyer's {b}")
         elif kind is FieldDetector:
-            sub = messages.with_row_index("row").filter(rows_mask)
             name = spec.field
             direct = name in MESSAGE_FIELDS and name in messages.columns
             # Only a record validated one by one (or an extra field) is read from its model object.
-            per_line = pl.col("slow") & pl.col("attachments_json").is_null()
-            for row, pos, slow, value in sub.select(
-                    "row", "pos", per_line if direct else pl.col("slow"),
-                    pl.col(name) if direct else pl.lit(None)).iter_rows():
+            per_line = (pl.col("slow") & pl.col("attachments_json").is_null()) if direct else pl.col("slow")
+            if direct and messages.schema[name] in (pl.Boolean, pl.String):
+                value = pl.col(name)
+                truth = value if messages.schema[name] == pl.Boolean else value != ""
+                shown = (pl.when(value).then(pl.lit("True")).otherwise(pl.lit("False"))
+                         if messages.schema[name] == pl.Boolean else value)
+                column.native(pl.when(value.is_null()).then(None).otherwise(truth),
+                              pl.when(value.is_null()).then(pl.lit("")).otherwise(
+                                  pl.concat_str([pl.lit(f"{name} = "), shown])))
+                python_rows = indexed.filter(rows_mask & per_line)
+            else:
+                python_rows = indexed.filter(rows_mask)
+            for row, pos, slow, value in python_rows.select(
+                    "row", "pos", per_line, pl.col(name) if direct else pl.lit(None)).iter_rows():
                 if slow:
                     m = loaded.objects[pos]
                     value = getattr(m, name, None)
                     if value is None and m.model_extra:
                         value = m.model_extra.get(name)
-                values[row], spans[row] = (None, "") if value is None else (bool(value), f"{name} = {value}")
+                column.set(row, *((None, "") if value is None else (bool(value), f"{name} = {value}")))
         elif kind is AttachmentsDetector:
-            sub = messages.with_row_index("row").filter(rows_mask)
-            for row in sub["row"].to_list():
-                values[row] = False
+            column.native(pl.lit(False), pl.lit(""))
+            sub = indexed.filter(rows_mask)
             # Taken in bulk, a message's attachments are canonical JSON: read natively.
             allowed = [k.value for k in spec.allowed_kinds]
             outside = (sub.filter(pl.col("attachments_json").is_not_null())
@@ -590,19 +650,17 @@ def _detectors(policies, messages, vsets, loaded, horizon):
                        .explode("a").unnest("a").filter(~pl.col("kind").is_in(allowed))
                        .group_by("row", maintain_order=True).first())
             for row, name, found in outside.select("row", "name", "kind").iter_rows():
-                values[row], spans[row] = True, f"{name} ({found})"
+                column.set(row, True, f"{name} ({found})")
             # Validated one by one, it has its model object.
             for row, pos in sub.filter(pl.col("slow") & pl.col("attachments_json").is_null()).select(
                     "row", "pos").iter_rows():
                 for attachment in loaded.objects[pos].attachments:
                     if attachment.kind not in spec.allowed_kinds:
-                        values[row] = True
-                        spans[row] = f"{attachment.name} ({attachment.kind.value})"
+                        column.set(row, True, f"{attachment.name} ({attachment.kind.value})")
                         break
         else:
             raise TypeError(f"the batch engine has no evaluation for detector {spec!r}")
-        new_cols.append(pl.Series(vcol, values, dtype=pl.Boolean))
-        new_cols.append(pl.Series(scol, spans, dtype=pl.String))
+        new_cols += column.series(messages, vcol, scol)
     return messages.with_columns(new_cols), columns
 
 

@@ -102,7 +102,9 @@ def _each_distinct(texts: list, rows: list, check: Callable[[str], tuple]) -> di
     return out
 
 
-Result = tuple[list, list]  # values (True/False/None) and spans ("" when none)
+# The rows (of the batch) where a detector found something, with its (value, span): every
+# other row of the batch is (False, ""). Sparse, so that no step is a Python loop per row.
+Result = dict
 
 
 def _starts(column: pl.Series, patterns: list[tuple[str, int]]) -> pl.Series:
@@ -122,28 +124,28 @@ def _starts(column: pl.Series, patterns: list[tuple[str, int]]) -> pl.Series:
     return starts
 
 
-def _regex_detector(spec, views: Views, n: int) -> Result:
+def _regex_detector(spec, views: Views) -> Result:
     patterns = [(p, spec._flags) for p in spec._alternative_patterns()]
-    values, spans = [False] * n, [""] * n
+    starts = pl.DataFrame([_starts(views.column(name), patterns).alias(f"f{k}") for k, name in enumerate(spec.fields)])
+    candidates = starts.with_row_index("row").filter(pl.any_horizontal(pl.all().exclude("row").is_not_null()))
+    texts = [views.values(name) for name in spec.fields]
     regex = spec.regex
-    fields = [(views.values(name), _starts(views.column(name), patterns).to_list()) for name in spec.fields]
-    candidates = sorted({i for _, starts in fields for i, at in enumerate(starts) if at is not None})
-    for i in candidates:
-        for texts, starts in fields:
-            at = starts[i]
+    found: Result = {}
+    for i, *offsets in candidates.iter_rows():
+        for column, at in zip(texts, offsets):
             if at is None:
                 continue
-            text = texts[i]
+            text = column[i]
             # The offset is in UTF-8 bytes; the search wants characters. Starting there skips the
             # text before it, which is most of the exact pattern's work.
             match = regex.search(text, at if text.isascii() else len(text.encode()[:at].decode()))
             if match:
-                values[i], spans[i] = True, match.group(0).strip()
+                found[i] = (True, match.group(0).strip())
                 break
-    return values, spans
+    return found
 
 
-def _only_patterns(spec: OnlyPatternsDetector, views: Views, n: int) -> Result:
+def _only_patterns(spec: OnlyPatternsDetector, views: Views) -> Result:
     if len(spec.fields) == 1:
         joined = views.column(spec.fields[0])
     else:
@@ -152,24 +154,23 @@ def _only_patterns(spec: OnlyPatternsDetector, views: Views, n: int) -> Result:
     # A text counts only if a required pattern matches (when there are any) and some pattern
     # matches: the required ones are the rarer, and either mask alone is a superset.
     mask = _mask(joined, [(p, flags) for p in (spec.required_patterns or spec.patterns)])
-    values, spans = [False] * n, [""] * n
-    for i, (value, span) in _each_distinct(joined.to_list(), mask.arg_true().to_list(), spec.check).items():
-        values[i], spans[i] = value, span
-    return values, spans
+    rows = mask.arg_true().to_list()
+    checked = _each_distinct(joined.filter(mask).to_list(), range(len(rows)), spec.check)
+    return {rows[k]: found for k, found in checked.items() if found != (False, "")}
 
 
-def _urls(spec: UrlDetector, views: Views, n: int) -> Result:
+def _urls(spec: UrlDetector, views: Views) -> Result:
     candidates = None
     for name in spec.fields:
         m = _mask(views.column(name), [(_URL.pattern, _URL.flags)])
         candidates = m if candidates is None else candidates | m
-    values, spans = [False] * n, [""] * n
     texts = [views.values(name) for name in spec.fields]
+    found: Result = {}
     for i in candidates.arg_true().to_list():
-        found = _first_offsite(spec, [column[i] for column in texts])
-        if found is not None:
-            values[i], spans[i] = True, found
-    return values, spans
+        url = _first_offsite(spec, [column[i] for column in texts])
+        if url is not None:
+            found[i] = (True, url)
+    return found
 
 
 def _first_offsite(spec: UrlDetector, texts: list[str]) -> Optional[str]:
