@@ -30,7 +30,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 import orjson
 
-from .audit import DEFAULT_HISTORY_DAYS, AuditConfig, AuditResult, audit
+from .audit import DEFAULT_HISTORY_DAYS, AuditConfig, AuditResult, audit, choose_engine
 from .evaluate import When
 from .policyfile import PolicySet, load_policies
 
@@ -205,9 +205,24 @@ def join_results(path_a: Path, path_b: Path) -> Iterator[tuple[dict, dict]]:
 
 def _audit_into(policies: PolicySet, paths, on: When, jobs: int, history_days: int, results: Path,
                 rejects: Path, mapping=None) -> AuditResult:
-    cfg = AuditConfig(paths=list(paths), at=on, jobs=jobs, history_days=history_days,
-                      results=results, rejects=rejects, mapping=mapping)
-    return audit(policies, cfg)
+    return _audits_into([(policies, on, results, rejects)], paths, jobs, history_days, mapping)[0]
+
+
+def _audits_into(sides: list, paths, jobs: int, history_days: int, mapping=None) -> list[AuditResult]:
+    """One audit per (policies, on, results, rejects) side. When the batch engine runs them,
+    the log is read and its history built once for all sides (engine.batch.pipeline);
+    otherwise each side is its own audit."""
+    configs = [(policies, AuditConfig(paths=list(paths), at=on, jobs=jobs, history_days=history_days,
+                                      results=results, rejects=rejects, mapping=mapping))
+               for policies, on, results, rejects in sides]
+    if len(configs) > 1 and choose_engine(configs[0][1]) == "batch":
+        from .batch.pipeline import audit_batch_sides, same_reading
+
+        for _, cfg in configs:
+            cfg.engine = "batch"
+        if same_reading(configs):
+            return audit_batch_sides(configs)
+    return [audit(policies, cfg) for policies, cfg in configs]
 
 
 def diff_logs(paths: Sequence[Union[str, Path]], baseline: Side, variant: Side,
@@ -223,8 +238,9 @@ def diff_logs(paths: Sequence[Union[str, Path]], baseline: Side, variant: Side,
     tmp = Path(tempfile.mkdtemp(prefix="msgpolicy-diff-"))
     try:
         res_a, res_b = tmp / "baseline.jsonl", tmp / "variant.jsonl"
-        audit_a = _audit_into(pol_a, paths, baseline.on, jobs, history_days, res_a, tmp / "rej_a.jsonl", mapping)
-        audit_b = _audit_into(pol_b, paths, variant.on, jobs, history_days, res_b, tmp / "rej_b.jsonl", mapping)
+        audit_a, audit_b = _audits_into([(pol_a, baseline.on, res_a, tmp / "rej_a.jsonl"),
+                                         (pol_b, variant.on, res_b, tmp / "rej_b.jsonl")],
+                                        paths, jobs, history_days, mapping)
         rejects = [orjson.loads(line) for line in (tmp / "rej_a.jsonl").read_bytes().splitlines()]
         summary = DiffSummary()
         changes: list = []
@@ -286,15 +302,18 @@ def sensitivity(paths: Sequence[Union[str, Path]], policies_root: Optional[Union
         n for n in base.alternative_names() if n not in base_alternatives)
     tmp = Path(tempfile.mkdtemp(prefix="msgpolicy-sens-"))
     try:
+        sides = []
         if baseline_results is None:
             baseline_results = tmp / "baseline.jsonl"
-            _audit_into(base, paths, on, jobs, history_days, baseline_results, tmp / "rej.jsonl", mapping)
+            sides.append((base, on, baseline_results, tmp / "rej.jsonl"))
         alt_results = []
         for name in names:
             pol = load_policies(policies_root, alternatives=tuple(base_alternatives) + (name,))
             path = tmp / f"alt-{len(alt_results)}.jsonl"
-            _audit_into(pol, paths, on, jobs, history_days, path, tmp / "rej.jsonl", mapping)
+            sides.append((pol, on, path, tmp / f"rej-{len(alt_results)}.jsonl"))
             alt_results.append(path)
+        # Every side over one read of the log (when the batch engine runs them).
+        _audits_into(sides, paths, jobs, history_days, mapping)
         by_alt: Counter = Counter()
         transitions: Counter = Counter()
         messages: list = []

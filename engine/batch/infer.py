@@ -8,6 +8,8 @@ at a time.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import orjson
 import polars as pl
 
@@ -28,10 +30,11 @@ def message_object(loaded, pos: int, file: int, line: int) -> Message:
     return found
 
 
-def infer_missing(judge, messages, vsets, loaded):
+def infer_missing(judge, messages, vsets, loaded, memo: Optional[dict] = None):
     """Category and language filled in where a record lacks them; returns the messages with
     `category`, `language` and `candidates` (uncertain categories, "|"-joined) and the
-    Inference of each row that had one, by row."""
+    Inference of each row that had one, by row. `memo` keeps language readings by settings
+    and text, for another audit of the same log (the other side of a diff)."""
     reads_language = dict(enumerate(any(v.reads_language for v in vs) for vs in vsets))
     need_category = pl.col("category").is_null()
     need = messages.with_row_index("row").with_columns(
@@ -53,9 +56,11 @@ def infer_missing(judge, messages, vsets, loaded):
     settings = config.settings.language_detection
     languages_of = need.filter("need_language")
     texts = Views(languages_of["subject"], languages_of["body"]).values("text")
-    detected = dict(zip(languages_of["row"].to_list(),
-                        detect_languages(texts, tuple(settings.languages), settings.min_confidence,
-                                         settings.accuracy)))
+    arguments = (tuple(settings.languages), settings.min_confidence, settings.accuracy)
+    known = memo.setdefault(arguments, {}) if memo is not None else {}
+    new = [t for t in dict.fromkeys(texts) if t not in known]
+    known.update(zip(new, detect_languages(new, *arguments)))
+    detected = dict(zip(languages_of["row"].to_list(), (known[t] for t in texts)))
 
     categories = messages["category"].to_list()
     languages = messages["language"].to_list()

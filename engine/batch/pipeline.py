@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import orjson
 import polars as pl
@@ -101,12 +101,35 @@ class _Share:
 
 def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None]] = None,
                 stages: Optional[Stages] = None) -> AuditResult:
-    """The batch audit over `cfg.jobs` processes: each reads the whole log (the log clock and
-    repeated ids are properties of all lines) and judges the buyers that hash to it, so a
-    buyer's history lives in one process. Results are merged back in input order."""
+    """The batch audit over `cfg.jobs` processes: each reads a share of the log and judges the
+    buyers that hash to it, so a buyer's history lives in one process. Results are merged
+    back in input order."""
+    return audit_batch_sides([(policies, cfg)], on_progress, stages)[0]
+
+
+def same_reading(sides: list) -> bool:
+    """Whether the sides can share one read of the log: the same inputs, map, history and
+    marketplaces (what decides rejects and history), differing only in policies and --on."""
+    (first, cfg), rest = sides[0], sides[1:]
+    return all(c.paths == cfg.paths and c.mapping == cfg.mapping and c.history_days == cfg.history_days
+               and c.jobs == cfg.jobs and sorted(p.marketplaces) == sorted(first.marketplaces)
+               for p, c in rest)
+
+
+def audit_batch_sides(sides: list, on_progress: Optional[Callable[[int], None]] = None,
+                      stages: Optional[Stages] = None) -> list[AuditResult]:
+    """One batch audit per (policies, cfg) side over one read of the log: reading,
+    validation and history are shared, and so are the facts of every detector two sides
+    define alike (a `diff` of two policy versions judges each message twice, reads it once).
+    Each side's results and rejects go where its cfg says."""
+    if not same_reading(sides):
+        raise ValueError("the sides of a shared batch audit must read the same log the same way")
     stages = stages or Stages()
-    if cfg.started is None:
-        cfg.started = dt.datetime.now(dt.timezone.utc).timestamp()
+    started = next((c.started for _, c in sides if c.started is not None),
+                   dt.datetime.now(dt.timezone.utc).timestamp())
+    for _, c in sides:
+        c.started = started
+    cfg = sides[0][1]
     jobs = max(1, int(cfg.jobs))
     hashes_out: dict = {}
 
@@ -120,53 +143,59 @@ def audit_batch(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int]
     hasher = threading.Thread(target=digests, daemon=True)
     hasher.start()  # hashlib releases the GIL: the inputs' digests come for free beside the audit
     if jobs == 1:
-        prepared = _prepare(policies, cfg)
+        prepared = _prepare(sides)
         stages.mark("read+validate")
-        shares = [_judge_share(policies, cfg, prepared, stages)]
+        by_side = [[share] for share in _judge_sides(sides, prepared, stages)]
     else:
-        shares = _run_workers(policies, cfg, jobs, stages)
-        for name in shares[0].seconds:  # a stage lasts as long as its slowest worker
-            stages.seconds[name] = stages.seconds.get(name, 0.0) + max(s.seconds.get(name, 0.0) for s in shares)
+        by_side = _run_workers(sides, jobs, stages)
+        last = by_side[-1]  # each worker's last side carries its stage times
+        for name in last[0].seconds:  # a stage lasts as long as its slowest worker
+            stages.seconds[name] = stages.seconds.get(name, 0.0) + max(s.seconds.get(name, 0.0) for s in last)
         stages._start = time.perf_counter()
-    summary = Summary()
-    for share in shares:
-        summary.merge(share.summary)
-    if len(summary.order_scores) > ORDERS_KEPT:
-        summary.prune_orders(ORDERS_KEPT)
-    written = 0
-    if cfg.results is not None:
-        frames = [s.lines for s in shares]
-        lines = frames[0] if len(frames) == 1 else pl.concat(frames).sort("pos")
-        written = _write(lines["line"], Path(cfg.results))
-    rejects = sorted((r for s in shares for r in s.rejects), key=lambda r: r[0])
-    out_rejects: list = []
-    if cfg.rejects is not None:
-        with open(cfg.rejects, "wb") as fh:
-            fh.write(b"".join(orjson.dumps(err.as_dict()) + b"\n" for _, err in rejects))
-    else:
-        out_rejects = [err.as_dict() for _, err in rejects]
-    hasher.join()
+    results = []
+    for (policies, side_cfg), shares in zip(sides, by_side):
+        summary = Summary()
+        for share in shares:
+            summary.merge(share.summary)
+        if len(summary.order_scores) > ORDERS_KEPT:
+            summary.prune_orders(ORDERS_KEPT)
+        written = 0
+        if side_cfg.results is not None:
+            frames = [s.lines for s in shares]
+            lines = frames[0] if len(frames) == 1 else pl.concat(frames).sort("pos")
+            written = _write(lines["line"], Path(side_cfg.results))
+        rejects = sorted((r for s in shares for r in s.rejects), key=lambda r: r[0])
+        out_rejects: list = []
+        if side_cfg.rejects is not None:
+            with open(side_cfg.rejects, "wb") as fh:
+                fh.write(b"".join(orjson.dumps(err.as_dict()) + b"\n" for _, err in rejects))
+        else:
+            out_rejects = [err.as_dict() for _, err in rejects]
+        hasher.join()
+        provenance = {
+            "engine": "msgpolicy", "engine_version": __version__,
+            "policies": dict(sorted(summary.versions_used.items())),
+            "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
+            "alternatives": list(getattr(policies, "alternatives", ()) or ()),
+            "inputs": {str(p): hashes_out.get(str(p)) for p in side_cfg.paths},
+            "evaluated_on": side_cfg.at.isoformat() if side_cfg.at is not None else None,
+            "jobs": jobs, "audit_engine": "batch", "history_days": side_cfg.history_days,
+            "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        results.append(AuditResult(summary, provenance, out_rejects, written))
     stages.mark("write")
     if on_progress is not None:
-        on_progress(summary.read)
-    provenance = {
-        "engine": "msgpolicy", "engine_version": __version__,
-        "policies": dict(sorted(summary.versions_used.items())),
-        "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
-        "alternatives": list(getattr(policies, "alternatives", ()) or ()),
-        "inputs": {str(p): hashes_out.get(str(p)) for p in cfg.paths},
-        "evaluated_on": cfg.at.isoformat() if cfg.at is not None else None,
-        "jobs": jobs, "audit_engine": "batch", "history_days": cfg.history_days,
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+        on_progress(results[0].summary.read)
     stage_file = os.environ.get("MSGPOLICY_STAGE_TIMES")
     if stage_file:  # bench/audit_bench.py reads the stage budget from here
+        summary = results[0].summary
         Path(stage_file).write_bytes(orjson.dumps(
-            {"stages": stages.seconds, "messages": summary.judged, "lines": summary.read, "jobs": jobs}))
-    return AuditResult(summary, provenance, out_rejects, written)
+            {"stages": stages.seconds, "messages": summary.judged, "lines": summary.read, "jobs": jobs,
+             "sides": len(sides)}))
+    return results
 
 
-def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[_Share]:
+def _run_workers(sides: list, jobs: int, stages: Stages) -> list[list[_Share]]:
     """The buyers' shares judged by `jobs` fresh interpreters (engine.batch.worker), not forks:
     polars' and DuckDB's thread pools do not survive a fork (a forked child's first parallel
     query waits forever), and multiprocessing's spawn would re-run the caller's main script.
@@ -174,7 +203,8 @@ def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[
 
     JSON Lines logs are read in parallel: each worker reads a contiguous share of every file
     and hands each buyer's rows to that buyer's worker ("read" phase), then judges its buyers
-    ("go"). Other inputs are read here and handed out."""
+    ("go"). Other inputs are read here and handed out. Returns each side's shares."""
+    cfg = sides[0][1]
     parallel_read = cfg.mapping is None and all(Path(p).suffix.lower() not in (".csv", ".parquet")
                                                  for p in cfg.paths)
     with tempfile.TemporaryDirectory(prefix="msgpolicy-batch-") as tmp:
@@ -191,7 +221,7 @@ def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[
                 for path in cfg.paths:  # an input that cannot be read is the reader's error, said here
                     with open(path, "rb"):
                         pass
-                (folder / "task").write_bytes(pickle.dumps((policies, cfg, jobs)))
+                (folder / "task").write_bytes(pickle.dumps((sides, jobs)))
                 for proc in procs:
                     _tell(proc, b"read\n", close=False)
                 for w, proc in enumerate(procs):  # each says "read" when its share is handed out
@@ -202,7 +232,7 @@ def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[
                 for proc in procs:
                     _tell(proc, b"go\n")
             else:
-                _hand_out(policies, cfg, jobs, folder, procs)
+                _hand_out(sides, jobs, folder, procs)
                 stages.mark("read+validate")
             failures = [_failure(folder, w, proc) for w, proc in enumerate(procs) if proc.wait() != 0]
             if failures:
@@ -215,11 +245,14 @@ def _run_workers(policies, cfg: AuditConfig, jobs: int, stages: Stages) -> list[
                 proc.wait()
                 if proc.stdout is not None:
                     proc.stdout.close()
-        shares = []
-        for w in range(jobs):
-            summary, rejects, seconds = pickle.loads((folder / f"share.{w}").read_bytes())
-            shares.append(_Share(summary, pl.read_ipc(folder / f"lines.{w}.arrow"), rejects, seconds))
-    return shares
+        by_side = []
+        for i in range(len(sides)):
+            shares = []
+            for w in range(jobs):
+                summary, rejects, seconds = pickle.loads((folder / f"share.{w}.{i}").read_bytes())
+                shares.append(_Share(summary, pl.read_ipc(folder / f"lines.{w}.{i}.arrow"), rejects, seconds))
+            by_side.append(shares)
+    return by_side
 
 
 def _failure(folder: Path, w: int, proc: subprocess.Popen) -> str:
@@ -232,10 +265,11 @@ def _owner(jobs: int) -> pl.Expr:
     return pl.col("buyer_id").hash(seed=0) % jobs
 
 
-def _hand_out(policies, cfg: AuditConfig, jobs: int, folder: Path, procs: list) -> None:
+def _hand_out(sides: list, jobs: int, folder: Path, procs: list) -> None:
     """The log read and validated here (CSV, Parquet, mapped exports), each buyer's rows
     written for its worker."""
-    prepared = _prepare(policies, cfg)
+    cfg = sides[0][1]
+    prepared = _prepare(sides)
     prepared.answered.write_ipc(folder / "answered.arrow")
     bulk_files = [(file, base, str(cfg.paths[file])) for file, (base, _, _) in
                   zip(sorted(prepared.loaded.raw), prepared.loaded.objects.files)]
@@ -252,7 +286,7 @@ def _hand_out(policies, cfg: AuditConfig, jobs: int, folder: Path, procs: list) 
         objects = {pos: m for pos, m in dict.items(prepared.loaded.objects) if pos in positions}
         counts = (prepared.loaded.read, prepared.loaded.blank) if w == 0 else (0, 0)
         rejects = [r for r in prepared.rejects if r[0] % jobs == w]
-        (folder / f"task.{w}").write_bytes(pickle.dumps((policies, cfg, rejects, objects, bulk_files, counts)))
+        (folder / f"task.{w}").write_bytes(pickle.dumps((sides, rejects, objects, bulk_files, counts)))
         _tell(proc, b"go\n")
 
 
@@ -274,8 +308,9 @@ def read_share(folder: Path, worker: int) -> None:
     """A worker's "read" phase (engine.batch.worker): its share of every JSON Lines file
     decoded and validated, each buyer's rows written for the worker that judges that buyer,
     with what every worker needs of the whole log (message ids, log times, buyer messages)."""
-    policies, cfg, jobs = pickle.loads((folder / "task").read_bytes())
-    loaded = load(list(cfg.paths), None, cfg.started, _extra_field_keys(policies), part=(worker, jobs))
+    sides, jobs = pickle.loads((folder / "task").read_bytes())
+    cfg = sides[0][1]
+    loaded = load(list(cfg.paths), None, cfg.started, _extra_keys(sides), part=(worker, jobs))
     loaded.clock.write_ipc(folder / f"clock.{worker}.arrow")
     loaded.ids.write_ipc(folder / f"ids.{worker}.arrow")
     loaded.messages.filter(pl.col("initiated_by") == "buyer").select(
@@ -299,13 +334,13 @@ def run_share(folder: Path, worker: int) -> None:
     """A worker's whole job (engine.batch.worker): the task files in, its share's files out."""
     stages = Stages()
     if (folder / "task").exists():  # after read_share in every worker
-        policies, cfg, jobs = pickle.loads((folder / "task").read_bytes())
+        sides, jobs = pickle.loads((folder / "task").read_bytes())
+        policies, cfg = sides[0]
         # The read phase is timed by the parent (it waits for every worker's); this is the gathering.
         prepared = _prepare_loaded(policies, cfg, _gather(folder, worker, jobs, cfg.paths),
                                    _every(folder, "buyers", jobs))
     else:
-        policies, cfg, rejects, objects, bulk_files, (read, blank) = pickle.loads(
-            (folder / f"task.{worker}").read_bytes())
+        sides, rejects, objects, bulk_files, (read, blank) = pickle.loads((folder / f"task.{worker}").read_bytes())
         loaded_objects = _Objects()
         loaded_objects.update(objects)
         raw = {}
@@ -318,9 +353,9 @@ def run_share(folder: Path, worker: int) -> None:
                              pl.read_ipc(folder / "answered.arrow"),
                              _Loaded(messages, None, [], None, None, loaded_objects, raw, blank, read))
     stages.mark("read+validate")
-    share = _judge_share(policies, cfg, prepared, stages)
-    share.lines.write_ipc(folder / f"lines.{worker}.arrow")
-    (folder / f"share.{worker}").write_bytes(pickle.dumps((share.summary, share.rejects, share.seconds)))
+    for i, share in enumerate(_judge_sides(sides, prepared, stages)):
+        share.lines.write_ipc(folder / f"lines.{worker}.{i}.arrow")
+        (folder / f"share.{worker}.{i}").write_bytes(pickle.dumps((share.summary, share.rejects, share.seconds)))
 
 
 def _every(folder: Path, name: str, jobs: int) -> pl.DataFrame:
@@ -362,8 +397,13 @@ class _Prepared:
     loaded: _Loaded
 
 
-def _prepare(policies, cfg: AuditConfig) -> _Prepared:
-    loaded = load(list(cfg.paths), cfg.mapping, cfg.started, _extra_field_keys(policies))
+def _extra_keys(sides: list) -> tuple[str, ...]:
+    return tuple(sorted({k for policies, _ in sides for k in _extra_field_keys(policies)}))
+
+
+def _prepare(sides: list) -> _Prepared:
+    policies, cfg = sides[0]
+    loaded = load(list(cfg.paths), cfg.mapping, cfg.started, _extra_keys(sides))
     return _prepare_loaded(policies, cfg, loaded, None)
 
 
@@ -407,27 +447,16 @@ def _prepare_loaded(policies, cfg: AuditConfig, loaded: _Loaded, buyers: Optiona
     return _Prepared(messages, events, rejects, answered, loaded)
 
 
-def _judge_share(policies, cfg: AuditConfig, prepared: _Prepared, stages: Stages) -> _Share:
+def _judge_sides(sides: list, prepared: _Prepared, stages: Stages) -> Iterator[_Share]:
     """Every stage after reading, for one share of the buyers (all of them with one job):
-    versions in force, inference, history, text detectors, decide, render."""
+    history (the same for every side), then per side versions in force, inference, text
+    detectors, decide, render. Each side's share is yielded as it is done (and can be let go)."""
+    cfg = sides[0][1]
     horizon = dt.timedelta(days=cfg.history_days).total_seconds()
     store = DecisionStore(cache_directory())
-    judge = BatchJudge(policies, store)
     loaded, messages, events, rejects, answered = (prepared.loaded, prepared.messages, prepared.events,
                                                    prepared.rejects, prepared.answered)
-    summary = Summary(read=loaded.read, blank=loaded.blank)
-    summary.rejected = len(rejects)
-    for _, err in rejects:
-        summary.reject_reasons[err.field or "(record)"] += 1
-    summary.events = len(events)
-
-    # Versions in force: one lookup per (marketplace, local date).
-    messages, vsets, instants = _versions_in_force(policies, messages, cfg.at)
     stages.mark("read+validate")
-
-    # Inference for the records that lack what a rule in force reads.
-    messages, inferences = infer_missing(judge, messages, vsets, loaded)
-    stages.mark("infer")
 
     # History.
     both = pl.concat([
@@ -443,19 +472,54 @@ def _judge_share(policies, cfg: AuditConfig, prepared: _Prepared, stages: Stages
     )
     stages.mark("history")
 
-    # Facts per distinct detector, over the messages whose versions read it.
-    messages, detector_columns = _detectors(policies, messages, vsets, loaded, horizon)
-    stages.mark("text/detectors")
+    memo = _Memo()
+    for policies, side_cfg in sides:
+        judge = BatchJudge(policies, store)
+        summary = Summary(read=loaded.read, blank=loaded.blank)
+        summary.rejected = len(rejects)
+        for _, err in rejects:
+            summary.reject_reasons[err.field or "(record)"] += 1
+        summary.events = len(events)
 
-    # Decide each distinct vector, join back.
-    messages, plans = decide(judge, messages, vsets, detector_columns)
-    store.save()
-    stages.mark("decide")
+        # Versions in force: one lookup per (marketplace, local date).
+        side, vsets, instants = _versions_in_force(policies, messages, side_cfg.at)
+        stages.mark("read+validate")
 
-    lines = _render(messages, plans, vsets, detector_columns, inferences, instants, cfg.at)
-    _summarise(summary, messages, plans, vsets, inferences, policies, cfg.at)
-    stages.mark("render")
-    return _Share(summary, pl.DataFrame({"pos": messages["pos"], "line": lines}), rejects, dict(stages.seconds))
+        # Inference for the records that lack what a rule in force reads.
+        side, inferences = infer_missing(judge, side, vsets, loaded, memo.languages)
+        stages.mark("infer")
+
+        # Facts per distinct detector, over the messages whose versions read it.
+        side, detector_columns = _detectors(policies, side, vsets, loaded, horizon, memo)
+        stages.mark("text/detectors")
+
+        # Decide each distinct vector, join back.
+        side, plans = decide(judge, side, vsets, detector_columns)
+        store.save()
+        stages.mark("decide")
+
+        lines = _render(side, plans, vsets, detector_columns, inferences, instants, side_cfg.at)
+        _summarise(summary, side, plans, vsets, inferences, policies, side_cfg.at)
+        stages.mark("render")
+        yield _Share(summary, pl.DataFrame({"pos": side["pos"], "line": lines}), rejects, dict(stages.seconds))
+
+
+class _Memo:
+    """What one side computed that another side may reuse: detector facts by spec key (for
+    the detectors that read only the record), language readings by text."""
+
+    def __init__(self):
+        self.facts: dict[str, list] = {}  # spec key → [(rows mask, values, spans)]
+        self.languages: dict = {}
+
+    def find(self, key: str, rows_mask: pl.Series):
+        for mask, values, spans in self.facts.get(key, ()):
+            if mask.equals(rows_mask):
+                return values, spans
+        return None
+
+    def keep(self, key: str, rows_mask: pl.Series, values: pl.Series, spans: pl.Series) -> None:
+        self.facts.setdefault(key, []).append((rows_mask, values, spans))
 
 
 def _versions_in_force(policies, messages: pl.DataFrame, at):
@@ -538,7 +602,12 @@ def _tenths(elapsed: pl.Expr) -> pl.Expr:
                                                (rounded % 10).cast(pl.String)]))
 
 
-def _detectors(policies, messages, vsets, loaded, horizon):
+# Detectors whose facts read the record alone (not inferred fields, not the history): one
+# side's facts serve another's for the same spec over the same rows.
+_RECORD_ONLY = (*TEXT_KINDS, WindowDetector, FieldDetector, AttachmentsDetector)
+
+
+def _detectors(policies, messages, vsets, loaded, horizon, memo: Optional[_Memo] = None):
     """Value and span columns for every detector used by a version in force (by spec key)."""
     used: dict[str, object] = {}
     users: dict[str, set] = {}
@@ -557,6 +626,11 @@ def _detectors(policies, messages, vsets, loaded, horizon):
         rows_mask = messages["vset"].is_in(sorted(users[key]))
         column = _Column(rows_mask)
         kind = type(spec)
+        reusable = memo is not None and kind in _RECORD_ONLY
+        found = memo.find(key, rows_mask) if reusable else None
+        if found is not None:
+            new_cols += [found[0].alias(vcol), found[1].alias(scol)]
+            continue
         if kind in TEXT_KINDS:
             group = frozenset(users[key])
             if group not in views_cache:
@@ -660,7 +734,10 @@ def _detectors(policies, messages, vsets, loaded, horizon):
                         break
         else:
             raise TypeError(f"the batch engine has no evaluation for detector {spec!r}")
-        new_cols += column.series(messages, vcol, scol)
+        values, spans = column.series(messages, vcol, scol)
+        if reusable:
+            memo.keep(key, rows_mask, values, spans)
+        new_cols += [values, spans]
     return messages.with_columns(new_cols), columns
 
 
