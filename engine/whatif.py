@@ -18,6 +18,7 @@ rule firing is no change.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import shutil
@@ -32,6 +33,7 @@ import orjson
 
 from .audit import DEFAULT_HISTORY_DAYS, AuditConfig, AuditResult, audit, choose_engine
 from .evaluate import When
+from .io import atomic_output
 from .policyfile import PolicySet, load_policies
 
 # ---- sides -------------------------------------------------------------------------
@@ -244,8 +246,9 @@ def diff_logs(paths: Sequence[Union[str, Path]], baseline: Side, variant: Side,
         rejects = [orjson.loads(line) for line in (tmp / "rej_a.jsonl").read_bytes().splitlines()]
         summary = DiffSummary()
         changes: list = []
-        out = open(changes_path, "wb") if changes_path is not None else None
-        try:
+        with contextlib.ExitStack() as stack:
+            # Renamed into place only when complete: an interrupted diff leaves an earlier file as it was.
+            out = stack.enter_context(atomic_output(changes_path)) if changes_path is not None else None
             for a, b in join_results(res_a, res_b):
                 change = compare(a, b)
                 summary.add(a, change)
@@ -254,9 +257,6 @@ def diff_logs(paths: Sequence[Union[str, Path]], baseline: Side, variant: Side,
                         changes.append(change)
                     if out is not None:
                         out.write(orjson.dumps(change) + b"\n")
-        finally:
-            if out is not None:
-                out.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     provenance = {

@@ -47,7 +47,7 @@ from ..audit import (_NO_POLICY, _POINTS, ORDERS_KEPT, AuditConfig, AuditJudge, 
                      sha256_file)
 from ..detectors import (AttachmentsDetector, FieldDetector, LanguageMatchDetector, PriorCountDetector,
                          WindowDetector, _primary)
-from ..io import InputError
+from ..io import InputError, atomic_output
 from ..results import write_results_column
 from ..model import Outcome, finding_json
 from ..timeline import in_force_on, local_noon, marketplace_zone
@@ -167,7 +167,7 @@ def audit_batch_sides(sides: list, on_progress: Optional[Callable[[int], None]] 
         rejects = sorted((r for s in shares for r in s.rejects), key=lambda r: r[0])
         out_rejects: list = []
         if side_cfg.rejects is not None:
-            with open(side_cfg.rejects, "wb") as fh:
+            with atomic_output(Path(side_cfg.rejects)) as fh:  # never a torn file in place of an earlier one
                 fh.write(b"".join(orjson.dumps(err.as_dict()) + b"\n" for _, err in rejects))
         else:
             out_rejects = [err.as_dict() for _, err in rejects]
@@ -214,7 +214,8 @@ def _run_workers(sides: list, jobs: int, stages: Stages) -> list[list[_Share]]:
         procs = []
         for w in range(jobs):
             with open(folder / f"stderr.{w}", "wb") as err:  # a file: a full pipe would stall the worker
-                procs.append(subprocess.Popen([sys.executable, "-m", "engine.batch.worker", str(folder), str(w)],
+                procs.append(subprocess.Popen([sys.executable, "-m", "engine.batch.worker", str(folder), str(w),
+                                               str(os.getpid())],
                                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err))
         try:
             if parallel_read:

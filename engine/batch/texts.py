@@ -17,8 +17,9 @@ from typing import Callable, Optional
 
 import polars as pl
 
-from ..detectors import (_HREF, _HTML_HINT, _URL, OnlyPatternsDetector, PatternDetector, PhrasesDetector,
-                         UrlDetector, _host_matches, _url_host, body_text)
+from .. import detectors
+from ..detectors import (_CLOCK, _HREF, _HTML_HINT, _URL, OnlyPatternsDetector, PatternDetector, PatternTimeout,
+                         PhrasesDetector, UrlDetector, _host_matches, _url_host, body_text)
 from .superset import FOLD_DOUBT_PATTERN, superset_pattern
 
 
@@ -107,6 +108,19 @@ def _each_distinct(texts: list, rows: list, check: Callable[[str], tuple]) -> di
 Result = dict
 
 
+def _timed(match: Callable[[], tuple]) -> tuple:
+    """One message's exact matching under the pattern time limit (engine.detectors): a
+    pattern that backtracks without end makes the fact unknown, never a hang."""
+    timed = _CLOCK.start()
+    try:
+        return match()
+    except PatternTimeout:  # what run_detector says then
+        return None, f"pattern matching stopped after {detectors.PATTERN_TIME_LIMIT:g} s (time limit)"
+    finally:
+        if timed:
+            _CLOCK.stop()
+
+
 def _starts(column: pl.Series, patterns: list[tuple[str, int]]) -> pl.Series:
     """Per row, where the exact pattern can first match, as a byte offset (null: nowhere).
 
@@ -131,7 +145,8 @@ def _regex_detector(spec, views: Views) -> Result:
     texts = [views.values(name) for name in spec.fields]
     regex = spec.regex
     found: Result = {}
-    for i, *offsets in candidates.iter_rows():
+
+    def first_match(i: int, offsets: list) -> tuple:
         for column, at in zip(texts, offsets):
             if at is None:
                 continue
@@ -140,8 +155,13 @@ def _regex_detector(spec, views: Views) -> Result:
             # text before it, which is most of the exact pattern's work.
             match = regex.search(text, at if text.isascii() else len(text.encode()[:at].decode()))
             if match:
-                found[i] = (True, match.group(0).strip())
-                break
+                return True, match.group(0).strip()
+        return False, ""
+
+    for i, *offsets in candidates.iter_rows():
+        value, span = _timed(lambda: first_match(i, offsets))
+        if (value, span) != (False, ""):
+            found[i] = (value, span)
     return found
 
 
@@ -155,7 +175,8 @@ def _only_patterns(spec: OnlyPatternsDetector, views: Views) -> Result:
     # matches: the required ones are the rarer, and either mask alone is a superset.
     mask = _mask(joined, [(p, flags) for p in (spec.required_patterns or spec.patterns)])
     rows = mask.arg_true().to_list()
-    checked = _each_distinct(joined.filter(mask).to_list(), range(len(rows)), spec.check)
+    checked = _each_distinct(joined.filter(mask).to_list(), range(len(rows)),
+                             lambda text: _timed(lambda: spec.check(text)))
     return {rows[k]: found for k, found in checked.items() if found != (False, "")}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..audit import _die_with_parent
 from .pipeline import read_share, run_share
 
 if __name__ == "__main__":
@@ -12,6 +13,7 @@ if __name__ == "__main__":
     # "read": read a share of the log, say "read", then wait for "go" (every share handed out);
     # "go": the task files are written; end of input: the audit was abandoned.
     folder, worker = Path(sys.argv[1]), int(sys.argv[2])
+    _die_with_parent(int(sys.argv[3]))  # a killed audit leaves no worker behind
     command = sys.stdin.readline().strip()
     if command == "read":
         read_share(folder, worker)

@@ -421,3 +421,29 @@ def test_a_parquet_value_python_cannot_hold_is_a_reject_at_its_row(tmp_path):
     result = run("audit", log)
     assert result.exit_code == 1
     assert "log.parquet line 2: a value cannot be read" in result.stderr and "1 record(s) rejected" in result.stderr
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_batch_engine_stops_a_catastrophic_pattern_as_check_does(tmp_path, monkeypatch, jobs):
+    """The batch engine's exact matching runs under the same time limit (its workers read it
+    from the environment), and says what `check` says."""
+    monkeypatch.setattr(detectors, "PATTERN_TIME_LIMIT", 0.5)
+    monkeypatch.setenv("MSGPOLICY_PATTERN_TIME_LIMIT", "0.5")
+    overlay = _overlay(tmp_path, "        detectors:\n          email_address: "
+                                 "{kind: pattern, fields: [text], patterns: ['(a+)+$']}\n")
+    records = [{**GOOD, "message_id": "slow", "body": "a" * 101 + "!"},
+               {**GOOD, "message_id": "quick", "body": "Thank you for your order."}]
+    log = jsonl(tmp_path / "log.jsonl", records)
+    checked = run("check", log, "--overlay", overlay, "--format", "json")
+    from engine.audit import AuditConfig, audit
+    from engine.policyfile import load_policies
+
+    audit(load_policies(overlays=[overlay]), AuditConfig(paths=[log], jobs=jobs, engine="batch",
+                                                         results=tmp_path / "r.jsonl"))
+    audited = [json.loads(line) for line in (tmp_path / "r.jsonl").read_bytes().splitlines()]
+    expected = [json.loads(line) for line in checked.stdout.splitlines()]
+    for a, c in zip(audited, expected):
+        a.pop("evaluated_at"), c.pop("evaluated_at")
+        a.pop("out_of_order", None), c.pop("out_of_order", None)
+    assert audited == expected
+    assert any("time limit" in f.get("evidence", {}).get("email_address", "") for f in audited[0]["findings"])
