@@ -115,6 +115,26 @@ def log_format(path: Union[str, Path]) -> str:
 # ---- JSON Lines (and one JSON object) --------------------------------------------------------
 
 
+def read_line_by_line(path: Union[str, Path]) -> bool:
+    """Whether a JSON Lines file needs the whole-file decisions of `_json_items` (refused for
+    CR-only line ends or as a JSON array, or read as one pretty-printed object) rather than
+    being read a line at a time, independently (as the batch engine reads)."""
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+        size = os.fstat(fh.fileno()).st_size
+        if b"\n" not in head and b"\r" in head.rstrip(b"\r"):
+            return True
+        fh.seek(0)
+        line = fh.readline(MAX_RECORD_BYTES + 1)
+    if not line.strip() or len(line) > MAX_RECORD_BYTES:
+        return False
+    try:
+        orjson.loads(line)
+        return False
+    except orjson.JSONDecodeError:
+        return line.lstrip()[:1] == b"[" or (head.lstrip()[:1] == b"{" and size <= MAX_RECORD_BYTES)
+
+
 def _json_items(fh, source: str, size: Optional[int]) -> Iterator[tuple[int, object, int]]:
     head = fh.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(fh, "peek") else b""
     if b"\n" not in head and b"\r" in head.rstrip(b"\r"):  # several lines, none ending in LF

@@ -47,7 +47,7 @@ from ..audit import (_NO_POLICY, _POINTS, ORDERS_KEPT, AuditConfig, AuditJudge, 
                      sha256_file)
 from ..detectors import (AttachmentsDetector, FieldDetector, LanguageMatchDetector, PriorCountDetector,
                          WindowDetector, _primary)
-from ..io import InputError, atomic_output
+from ..io import InputError, atomic_output, read_line_by_line
 from ..results import write_results_column
 from ..model import Outcome, finding_json
 from ..timeline import in_force_on, local_noon, marketplace_zone
@@ -205,8 +205,11 @@ def _run_workers(sides: list, jobs: int, stages: Stages) -> list[list[_Share]]:
     and hands each buyer's rows to that buyer's worker ("read" phase), then judges its buyers
     ("go"). Other inputs are read here and handed out. Returns each side's shares."""
     cfg = sides[0][1]
-    parallel_read = cfg.mapping is None and all(Path(p).suffix.lower() not in (".csv", ".parquet")
-                                                 for p in cfg.paths)
+    try:
+        parallel_read = cfg.mapping is None and all(
+            Path(p).suffix.lower() not in (".csv", ".parquet") and not read_line_by_line(p) for p in cfg.paths)
+    except OSError:
+        parallel_read = False  # the reader names the file that cannot be read
     with tempfile.TemporaryDirectory(prefix="msgpolicy-batch-") as tmp:
         folder = Path(tmp)
         # Started first, so that their interpreters start and import meanwhile; each waits

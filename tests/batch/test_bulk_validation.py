@@ -34,7 +34,7 @@ from engine.audit import _jsonl_items, log_time
 from engine.batch.decode import classify_rows, read_lines
 from engine.batch import load as batch_load
 from engine.batch.load import _fast_frames, _message_row, _us, load as _load
-from engine.io import InputError, to_record
+from engine.io import InputError, LogError, read_line_by_line, to_record
 from engine.model import BuyerEvent, Category, Channel, InitiatedBy, Message
 
 NOT_AFTER = 4.0e9  # the audit's start: times after it do not count for the log clock
@@ -90,7 +90,7 @@ def bulk_path(path: Path, not_after: float) -> tuple[dict, pl.DataFrame]:
         "ids": dict(loaded.ids.iter_rows()),
         "blank": loaded.blank,
         "read": loaded.read,
-    }, pl.concat(frames)
+    }, (pl.concat(frames) if frames else None)  # None: the file was read line by line, not in bulk
 
 
 def _model_of(raw: bytes):
@@ -106,15 +106,27 @@ def check_file(data: bytes, not_after: float = NOT_AFTER) -> None:
         path = Path(tmp) / "log.jsonl"
         path.write_bytes(data)
         raw, offsets = read_lines(path)
-        bulk, frame = bulk_path(path, not_after)
+        try:
+            bulk, frame = bulk_path(path, not_after)
+        except LogError as exc:  # a file refused whole (a JSON array, CR-only line ends)...
+            with pytest.raises(LogError) as refused:  # ...is refused by the streaming reader alike
+                pydantic_path(path, not_after)
+            assert str(refused.value) == str(exc)
+            return
         pure = pydantic_path(path, not_after)
+        whole = read_line_by_line(path)
 
     def line(pos):
         return raw[offsets[pos]:offsets[pos + 1]].tobytes()
 
     # 1. Every line classify_rows marks fast is a record the models accept, of the kind
     # claimed, and the values _fast_frames takes from its columns are the model's.
-    messages, events = _fast_frames(frame, 0, 0)
+    assert (frame is None) == whole  # None: read whole by the streaming reader (one pretty-printed object)
+    if frame is None:
+        frame = pl.DataFrame(schema={"index": pl.UInt32, "fast": pl.String})
+        messages = events = pl.DataFrame(schema={"pos": pl.Int64})
+    else:
+        messages, events = _fast_frames(frame, 0, 0)
     claimed = dict(zip(frame["index"].to_list(), frame["fast"].to_list()))
     assert set(messages["pos"]) | set(events["pos"]) == {i for i, f in claimed.items() if f is not None}
     for row in messages.iter_rows(named=True):
@@ -538,3 +550,13 @@ def test_regressions_one_per_file():
     """Each regression line alone (a file of one line has no neighbours to hide behind)."""
     for line in REGRESSIONS:
         check_file(line + b"\n")
+
+
+@pytest.mark.parametrize("data", [
+    b'[{"message_id": "m1",\n  "order_id": "o1"}]\n',  # a JSON array over several lines: refused
+    b'{\n  "message_id": "m1", "order_id": "o1", "buyer_id": "b1",\n  "sent_at": "2021-03-01T10:00:00Z"\n}\n',
+    b'{"message_id": "m1"}\r{"message_id": "m2"}\r',  # CR-only line ends: refused
+    b'[1,\n{"message_id": "m1"}\n',
+])
+def test_files_the_line_reader_judges_whole_are_read_alike(data):
+    check_file(data)
