@@ -750,6 +750,20 @@ def _available_memory() -> Optional[int]:
     return None
 
 
+def provenance(policies, cfg: AuditConfig, summary: Summary, inputs: dict, jobs: int, engine: str) -> dict:
+    """What an audit's summary says of how it was made (both engines)."""
+    return {
+        "engine": "msgpolicy", "engine_version": __version__,
+        "policies": dict(sorted(summary.versions_used.items())),
+        "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
+        "alternatives": list(getattr(policies, "alternatives", ()) or ()),
+        "inputs": inputs,
+        "evaluated_on": cfg.at.isoformat() if cfg.at is not None else None,
+        "jobs": jobs, "audit_engine": engine, "history_days": cfg.history_days,
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def choose_engine(cfg: AuditConfig) -> str:
     """The engine an "auto" audit runs: batch for JSON Lines logs (no column map) between a few
     megabytes and what three quarters of the available memory can hold as columns; the
@@ -854,14 +868,4 @@ def audit(policies, cfg: AuditConfig, on_progress: Optional[Callable[[int], None
     finally:
         for part in res_parts + rej_parts:
             part.close()
-    provenance = {
-        "engine": "msgpolicy", "engine_version": __version__,
-        "policies": dict(sorted(summary.versions_used.items())),
-        "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
-        "alternatives": list(getattr(policies, "alternatives", ()) or ()),
-        "inputs": input_hashes,
-        "evaluated_on": cfg.at.isoformat() if cfg.at is not None else None,
-        "jobs": jobs, "audit_engine": "stream", "history_days": cfg.history_days,
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    return AuditResult(summary, provenance, rejects, written)
+    return AuditResult(summary, provenance(policies, cfg, summary, input_hashes, jobs, "stream"), rejects, written)

@@ -41,10 +41,9 @@ from typing import Callable, Iterator, Optional
 import orjson
 import polars as pl
 
-from .. import __version__
 from ..classifier.modelcache import cache_directory
 from ..audit import (_NO_POLICY, _POINTS, ORDERS_KEPT, AuditConfig, AuditJudge, AuditResult, Summary,
-                     sha256_file)
+                     provenance, sha256_file)
 from ..detectors import (AttachmentsDetector, FieldDetector, LanguageMatchDetector, PriorCountDetector,
                          WindowDetector, _primary)
 from ..io import InputError, atomic_output, read_line_by_line
@@ -152,6 +151,7 @@ def audit_batch_sides(sides: list, on_progress: Optional[Callable[[int], None]] 
         for name in last[0].seconds:  # a stage lasts as long as its slowest worker
             stages.seconds[name] = stages.seconds.get(name, 0.0) + max(s.seconds.get(name, 0.0) for s in last)
         stages._start = time.perf_counter()
+    hasher.join()
     results = []
     for (policies, side_cfg), shares in zip(sides, by_side):
         summary = Summary()
@@ -171,18 +171,9 @@ def audit_batch_sides(sides: list, on_progress: Optional[Callable[[int], None]] 
                 fh.write(b"".join(orjson.dumps(err.as_dict()) + b"\n" for _, err in rejects))
         else:
             out_rejects = [err.as_dict() for _, err in rejects]
-        hasher.join()
-        provenance = {
-            "engine": "msgpolicy", "engine_version": __version__,
-            "policies": dict(sorted(summary.versions_used.items())),
-            "policy_set_hash": policies.content_hash if hasattr(policies, "content_hash") else None,
-            "alternatives": list(getattr(policies, "alternatives", ()) or ()),
-            "inputs": {str(p): hashes_out.get(str(p)) for p in side_cfg.paths},
-            "evaluated_on": side_cfg.at.isoformat() if side_cfg.at is not None else None,
-            "jobs": jobs, "audit_engine": "batch", "history_days": side_cfg.history_days,
-            "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        results.append(AuditResult(summary, provenance, out_rejects, written))
+        inputs = {str(p): hashes_out.get(str(p)) for p in side_cfg.paths}
+        results.append(AuditResult(summary, provenance(policies, side_cfg, summary, inputs, jobs, "batch"),
+                                   out_rejects, written))
     stages.mark("write")
     if on_progress is not None:
         on_progress(results[0].summary.read)
