@@ -318,6 +318,19 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+def _audit_with_workers(tmp_path: Path, log: Path, engine: str, results: Path) -> tuple[subprocess.Popen, list[int]]:
+    """`msgpolicy audit --jobs 2` in a subprocess (temporary files under tmp_path), once its two
+    workers run: the process and the workers' pids."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "audit", str(log), "--engine", engine,
+                             "--jobs", "2", "--results", str(results)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    return proc, _children(proc.pid)
+
+
 @pytest.mark.parametrize("engine, signum, status", [("stream", signal.SIGTERM, 143), ("stream", signal.SIGINT, 130),
                                                      ("batch", signal.SIGTERM, 143),
                                                      ("stream", signal.SIGKILL, -signal.SIGKILL)])
@@ -327,15 +340,8 @@ def test_a_signal_stops_the_audit_its_workers_and_leaves_earlier_results(tmp_pat
     log = jsonl(tmp_path / "log.jsonl", records)
     results = tmp_path / "results.jsonl"
     results.write_text("earlier\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "audit", str(log), "--engine", engine,
-                             "--jobs", "2", "--results", str(results)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, workers = _audit_with_workers(tmp_path, log, engine, results)
     try:
-        deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        workers = _children(proc.pid)
         assert len(workers) >= 2, "the workers never started"
         time.sleep(0.5)
         proc.send_signal(signum)
@@ -377,15 +383,8 @@ def test_durable_rules_limits_are_policy_errors_at_load(tmp_path, n, message):
 def test_a_killed_worker_fails_the_audit_cleanly(tmp_path):
     records = [{**GOOD, "message_id": f"M{i}", "buyer_id": f"B{i % 97}"} for i in range(200_000)]
     log = jsonl(tmp_path / "log.jsonl", records)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "audit", str(log), "--engine", "stream",
-                             "--jobs", "2", "--results", str(tmp_path / "results.jsonl")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, workers = _audit_with_workers(tmp_path, log, "stream", tmp_path / "results.jsonl")
     try:
-        deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        workers = _children(proc.pid)
         assert len(workers) >= 2, "the workers never started"
         os.kill(workers[0], signal.SIGKILL)
         assert proc.wait(timeout=30) == 2
