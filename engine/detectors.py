@@ -6,6 +6,7 @@ quoted span that decided it, so a finding can show why.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
@@ -406,7 +407,15 @@ class _PatternClock:
         if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None, self._fire):
             return False
         signal.signal(signal.SIGALRM, self._fire)
+        # The timer outlives the last match by up to the time limit, and interpreter shutdown
+        # puts SIGALRM back to its default action (end the process) after atexit: disarm first.
+        atexit.register(self.disarm)
         return True
+
+    def disarm(self) -> None:
+        self.started = None
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _fire(self, signum, frame) -> None:
         started = self.started

@@ -266,6 +266,27 @@ def test_a_catastrophic_overlay_pattern_is_stopped_and_judged_unknown(tmp_path, 
     assert any("time limit" in n for n in notes)
 
 
+def test_a_process_that_matched_patterns_exits_cleanly_while_its_timer_is_pending(tmp_path):
+    """The pattern timer outlives the last match; interpreter shutdown restores SIGALRM's default
+    action (end the process), so a timer still pending then killed batch workers (exit -14)."""
+    script = tmp_path / "late_exit.py"
+    script.write_text(
+        "import atexit, signal, time\n"
+        # Registered first, so it runs last: after shutdown has begun, a pending SIGALRM kills.
+        "atexit.register(lambda: (signal.signal(signal.SIGALRM, signal.SIG_DFL), time.sleep(1.0)))\n"
+        "from engine.detectors import TextViews, _RegexSpec, run_detector\n"
+        "from engine.model import Message\n"
+        "from engine.policyfile import load_policies\n"
+        "policies = load_policies()\n"
+        "spec = next(spec for f in policies.families.values() for v in f.versions\n"
+        "            for _, spec in v.detectors_used.values() if isinstance(spec, _RegexSpec))\n"
+        f"message = Message(**{GOOD!r})\n"
+        "run_detector(spec, message, TextViews(message), None)\n")
+    env = {**os.environ, "MSGPOLICY_PATTERN_TIME_LIMIT": "0.3", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr.decode())
+
+
 ADVERSARIAL = ["a", "1", "a.", "a@", "1-", " 1", "-", ".", "www.", "http://a", "+1", "a_", "%"]
 # After the adversarial run: the literals the prefilter looks for, so that no pattern is skipped.
 LITERALS_TAIL = " @ www. http:// amazon.com review feedback thank you"
