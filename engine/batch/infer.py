@@ -3,8 +3,8 @@ records that lack a category, or a language that a rule in force reads.
 
 The rows that need inference and the texts are chosen as `Judge.infer` chooses them,
 record by record, so the answers are the streaming audit's. Languages are detected
-in one batch call over the distinct texts; the classifier still reads one record
-at a time.
+in one batch call over the distinct texts, and the classifier's model scores the
+records in batches.
 """
 from __future__ import annotations
 
@@ -13,21 +13,24 @@ from typing import Optional
 import orjson
 import polars as pl
 
+from ..classifier.features import ClassifierInput
 from ..evaluate import Inference
-from ..io import to_record
-from ..model import Message
-from .decode import line_bytes
 from .texts import Views
 
 
-def message_object(loaded, pos: int, file: int, line: int) -> Message:
-    """The record's model object: kept if it was validated one by one, else built from its
-    line for this use only (kept, a raw log's objects would hold gigabytes)."""
-    found = dict.get(loaded.objects, pos)
-    if found is None:
-        data, offsets = loaded.raw[file]
-        found = to_record(orjson.loads(line_bytes(data, offsets, line - 1)), "", line)
-    return found
+def classifier_inputs(rows: pl.DataFrame, loaded) -> list[ClassifierInput]:
+    """What the classifier reads of each row: from its model object if it was validated one
+    by one, else from its columns (validated in bulk to the model's values)."""
+    inputs = []
+    for pos, subject, body, channel, reply_to, attachments in rows.select(
+            "pos", "subject", "body", "channel", "reply_to", "attachments_json").iter_rows():
+        found = dict.get(loaded.objects, pos)
+        if found is not None:
+            inputs.append(ClassifierInput.from_message(found))
+        else:
+            kinds = tuple(a["kind"] for a in orjson.loads(attachments)) if attachments else ()
+            inputs.append(ClassifierInput(subject, body, channel, reply_to is not None, kinds))
+    return inputs
 
 
 def infer_missing(judge, messages, vsets, loaded, memo: Optional[dict] = None):
@@ -65,13 +68,13 @@ def infer_missing(judge, messages, vsets, loaded, memo: Optional[dict] = None):
     categories = messages["category"].to_list()
     languages = messages["language"].to_list()
     candidates = [""] * len(messages)
-    for row, pos, file, line, wants_category in need.select(
-            "row", "pos", "file", "line", "need_category").iter_rows():
-        classification = None
-        if wants_category:
-            classification = classifier.classify_message(message_object(loaded, pos, file, line))
-            if classification.confident:
-                categories[row] = classification.category
+    to_classify = need.filter("need_category")
+    classified = dict(zip(to_classify["row"].to_list(),
+                          classifier.classify_many(classifier_inputs(to_classify, loaded)))) if classifier else {}
+    for row, wants_category in need.select("row", "need_category").iter_rows():
+        classification = classified.get(row)
+        if classification is not None and classification.confident:
+            categories[row] = classification.category
         language = detected.get(row)
         if language is not None and language[0] is not None:
             languages[row] = language[0]

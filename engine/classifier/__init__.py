@@ -18,6 +18,7 @@ import math
 import re
 import threading
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Optional
 
 from ..model import Category
@@ -131,7 +132,17 @@ class Classifier:
 
     def probabilities(self, item: ClassifierInput) -> tuple[dict[str, float], dict, tuple[str, ...]]:
         """Blended probabilities, the vocabulary's scores, and each opinion's first choice."""
-        own, features, document = self.reading(item)
+        return self.probabilities_many([item])[0]
+
+    def probabilities_many(self, items) -> list[tuple[dict[str, float], dict, tuple[str, ...]]]:
+        """`probabilities` of each item; the model scores them together (one item's answer does
+        not depend on the others)."""
+        readings = [self.reading(item) for item in items]
+        model = self.model()
+        seconds = model.probabilities_many([r[2] for r in readings]) if model is not None else repeat(None)
+        return [self._blend(own, features, second) for (own, features, _), second in zip(readings, seconds)]
+
+    def _blend(self, own: str, features: set[str], second: Optional[dict]):
         scores = self.scorer.score(own, features)
         t = self.settings.temperature
         top = max(s.value for s in scores.values())
@@ -139,11 +150,9 @@ class Classifier:
         total = sum(exp.values())
         probs = {c: exp[c] / total for c in CATEGORIES}
         firsts = (_first(probs),)
-        model = self.model()
-        if model is not None:
+        if second is not None:
             settings = self.settings.model
             w = settings.weight
-            second = model.probabilities(document)
             firsts += (_first(second),)
             if settings.blend == "linear":
                 probs = {c: (1 - w) * probs[c] + w * second[c] for c in CATEGORIES}
@@ -158,7 +167,17 @@ class Classifier:
         return probs, scores, firsts
 
     def classify(self, item: ClassifierInput) -> Classification:
-        probs, scores, _ = self.probabilities(item)
+        return self.classify_many([item])[0]
+
+    def classify_many(self, items, chunk: int = 2048) -> list[Classification]:
+        """`classify` of each item, the model scoring `chunk` items at a time."""
+        out = []
+        for start in range(0, len(items), chunk):
+            out.extend(self._decide(probs, scores)
+                       for probs, scores, _ in self.probabilities_many(items[start:start + chunk]))
+        return out
+
+    def _decide(self, probs: dict[str, float], scores: dict) -> Classification:
         ranked = sorted(CATEGORIES, key=lambda c: (-probs[c], _ORDER[c]))
         best = ranked[0]
         # The conformal set (a hair of tolerance only ever adds a candidate). An empty set

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from itertools import repeat
 from pathlib import Path
 from typing import Sequence
@@ -153,27 +152,97 @@ class NgramModel:
 
     def margins(self, doc: str) -> list[float]:
         """The SVM's decision value per class (order of `_classes`), as sklearn would compute it."""
+        return self.margins_many([doc])[0].tolist()
+
+    def margins_many(self, docs: Sequence[str]):
+        """`margins` of each document, as one (documents × classes) array. One document's row
+        does not depend on the others (each row is summed alone, in a fixed order), so a
+        message scores the same alone (`check`) and in a batch (`audit`)."""
+        import numpy as np
+        from scipy.sparse import csr_matrix
+
+        scores = np.tile(self._intercept, (len(docs), 1))
+        for block, (analyze, columns, idf, coef) in enumerate(self._blocks):
+            doc_of, column = (self._char_grams(docs) if analyze is char_wb_ngrams
+                              else _lookups(docs, analyze, columns))
+            if not len(column):
+                continue
+            # tf-idf with sublinear tf, l2-normalised per document and block, as TfidfVectorizer does.
+            keys, counts = np.unique(doc_of * len(columns) + column, return_counts=True)
+            rows, cols = np.divmod(keys, len(columns))
+            values = (1.0 + np.log(counts)) * idf[cols]
+            values /= np.sqrt(np.bincount(rows, values * values, minlength=len(docs)))[rows]
+            starts = np.searchsorted(rows, np.arange(len(docs) + 1))
+            scores += csr_matrix((values, cols, starts), shape=(len(docs), len(columns))) @ coef
+        return scores
+
+    def _char_grams(self, docs: Sequence[str]):
+        """(document, column) of every known character n-gram of `docs`, computed over the
+        batch's code points at once: char_wb_ngrams' grams are the windows of 2 to 4
+        characters inside each space-padded word, and the padded words of a document laid
+        end to end are " " + "  ".join(words) + " "."""
         import numpy as np
 
-        scores = self._intercept.copy()
-        for analyze, columns, idf, coef in self._blocks:
-            # tf-idf with sublinear tf, l2-normalised per block, as TfidfVectorizer does
-            # (n-grams in order of first occurrence: a fixed summation order).
-            grams = Counter(analyze(doc))
-            # Column of each n-gram (-1: not in the vocabulary), looked up in C by map/fromiter.
-            index = np.fromiter(map(columns.get, grams, repeat(-1)), dtype=np.intp, count=len(grams))
-            known = index >= 0
-            if not known.any():
-                continue
-            index = index[known]
-            counts = np.fromiter(grams.values(), dtype=float, count=len(grams))[known]
-            values = (1.0 + np.log(counts)) * idf[index]
-            values /= math.sqrt(float(values @ values))
-            scores += values @ coef[index]
-        return scores.tolist()
+        table, codes, code_columns = self._char_index()
+        padded = [" " + "  ".join(words) + " " if (words := doc.lower().split()) else "" for doc in docs]
+        lengths = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
+        points = np.frombuffer("".join(padded).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        letters = table[points]                       # 0: a character no known n-gram has
+        space = points == 32
+        word_start = np.zeros(len(points), dtype=bool)
+        word_start[1:] = space[1:] & space[:-1]       # the second of two spaces opens the next word
+        word_start[(np.cumsum(lengths) - lengths)[lengths > 0]] = True
+        word = np.cumsum(word_start)
+        doc = np.repeat(np.arange(len(docs)), lengths)
+        found_docs, found_codes = [], []
+        for n in (2, 3, 4):
+            if len(points) < n:
+                break
+            end = len(points) - n + 1
+            inside = word[:end] == word[n - 1:]
+            code = np.zeros(end, dtype=np.uint64)
+            for k in range(n):
+                part = letters[k:end + k]
+                inside &= part != 0
+                code |= part.astype(np.uint64) << np.uint64(16 * (3 - k))
+            found_docs.append(doc[:end][inside])
+            found_codes.append(code[inside])
+        if not found_codes:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        found_codes, found_docs = np.concatenate(found_codes), np.concatenate(found_docs)
+        at = np.minimum(np.searchsorted(codes, found_codes), len(codes) - 1)
+        known = codes[at] == found_codes
+        return found_docs[known], code_columns[at[known]]
+
+    def _char_index(self):
+        """The character block's n-grams as integers: each character of an n-gram is its
+        1-based rank among the characters the n-grams use, 16 bits per place (exact: no
+        hashing), with a table from code point to rank."""
+        cached = self.__dict__.get("_char_index_cache")
+        if cached is not None:
+            return cached
+        import numpy as np
+
+        columns = next(c for analyze, c, _, _ in self._blocks if analyze is char_wb_ngrams)
+        alphabet = sorted({ch for term in columns for ch in term})
+        if len(alphabet) >= 1 << 16 or any(not 1 <= len(t) <= 4 for t in columns):
+            raise ValueError("character n-grams of 1 to 4 characters over fewer than 65,536 characters expected")
+        table = np.zeros(0x110000, dtype=np.uint16)
+        table[[ord(ch) for ch in alphabet]] = np.arange(1, len(alphabet) + 1)
+        term_codes = np.array([sum(int(table[ord(ch)]) << (16 * (3 - k)) for k, ch in enumerate(term))
+                               for term in columns], dtype=np.uint64)
+        term_columns = np.fromiter(columns.values(), dtype=np.int64, count=len(columns))
+        order = np.argsort(term_codes)
+        cached = self.__dict__["_char_index_cache"] = (table, term_codes[order], term_columns[order])
+        return cached
 
     def probabilities(self, doc: str) -> dict[str, float]:
-        scores = self.margins(doc)
+        return self.probabilities_many([doc])[0]
+
+    def probabilities_many(self, docs: Sequence[str]) -> list[dict[str, float]]:
+        return [self._softmax(row) for row in self.margins_many(docs).tolist()]
+
+    def _softmax(self, scores: list[float]) -> dict[str, float]:
         top = max(scores)
         exp = [math.exp(self.scale * (s - top)) for s in scores]
         total = sum(exp)
@@ -181,3 +250,14 @@ class NgramModel:
         for cls, e in zip(self._classes, exp):
             probs[cls] = e / total
         return probs
+
+
+def _lookups(docs: Sequence[str], analyze, columns: dict):
+    """(document, column) of every known n-gram `analyze` finds in each document."""
+    import numpy as np
+
+    found = [np.fromiter(map(columns.get, analyze(doc), repeat(-1)), dtype=np.int64) for doc in docs]
+    doc_of = np.repeat(np.arange(len(docs)), [len(f) for f in found])
+    column = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+    known = column >= 0
+    return doc_of[known], column[known]

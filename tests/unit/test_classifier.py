@@ -356,6 +356,33 @@ def test_model_margins_equal_sklearn(clf):
     assert np.allclose(got, expected, atol=1e-9)
 
 
+def test_batch_margins_are_the_ngram_counts_of_each_document(clf, small_model):
+    """The batch scorer finds each document's known n-grams with the analyzers' counts (in
+    code points over the whole batch), and a document scores the same alone and in a batch."""
+    import math
+    from collections import Counter
+
+    import numpy as np
+
+    model, documents = small_model
+    documents = documents[:300] + ["", " ", "a", "ab", "  a\t\tb \n c  ", "Straße ÄÖÜ", "日本語のテキスト",
+                                   "lone \ud800 surrogate", "\u2003em\u2003spaces\u00a0nbsp", "ΣΊΣΥΦΟΣ"]
+
+    def expected(doc):  # the per-n-gram formula, term by term, as TfidfVectorizer defines it
+        scores = model._intercept.copy()
+        for analyze, columns, idf, coef in model._blocks:
+            grams = {g: n for g, n in Counter(analyze(doc)).items() if g in columns}
+            if grams:
+                values = {g: (1 + math.log(n)) * idf[columns[g]] for g, n in grams.items()}
+                norm = math.sqrt(sum(v * v for v in values.values()))
+                scores = scores + sum(v / norm * coef[columns[g]] for g, v in values.items())
+        return scores
+
+    batch = model.margins_many(documents)
+    assert np.allclose(batch, np.array([expected(d) for d in documents]), atol=1e-12)
+    assert np.array_equal(batch, np.array([model.margins(d) for d in documents]))  # bit for bit
+
+
 def test_analyzers_give_sklearns_ngrams(clf):
     """The model trains and scores with its own analyzers (no scikit-learn import to score):
     they give scikit-learn's n-grams, in its order, on every training document."""
@@ -485,6 +512,9 @@ class _Opinion:
 
         rest = (1 - sum(self.chosen.values())) / (len(CATEGORIES) - len(self.chosen))
         return {c: self.chosen.get(c, rest) for c in CATEGORIES}
+
+    def probabilities_many(self, documents):
+        return [self.probabilities(d) for d in documents]
 
 
 def test_geometric_blend_averages_the_logarithms(clf):
