@@ -216,6 +216,20 @@ def test_csv_cells_that_would_run_as_formulas_are_neutralised(tmp_path):
     assert buf.getvalue() == "'=1+1,3,ok\r\n"
 
 
+def test_the_audit_summary_csv_neutralises_formula_cells(tmp_path, monkeypatch):
+    """The summary names its inputs (and the overlays' policies and rules): a file name can be a formula."""
+    import csv as csv_module
+
+    monkeypatch.chdir(tmp_path)
+    jsonl(tmp_path / "=HYPERLINK(1).jsonl", [GOOD])
+    result = run("audit", "=HYPERLINK(1).jsonl", "--format", "csv")
+    assert result.exit_code == 1, result.stderr
+    rows = list(csv_module.reader(result.stdout.splitlines()))
+    (row,) = [r for r in rows if r[0] == "provenance_input"]
+    assert row[2] == "'=HYPERLINK(1).jsonl"
+    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for cell in r)
+
+
 def test_atomic_output_removes_its_temporary_file_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         with atomic_output(tmp_path / "x.txt", "w") as fh:
