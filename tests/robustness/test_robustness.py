@@ -230,6 +230,17 @@ def test_the_audit_summary_csv_neutralises_formula_cells(tmp_path, monkeypatch):
     assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for cell in r)
 
 
+def test_check_csv_neutralises_formula_cells(tmp_path):
+    log = jsonl(tmp_path / "log.jsonl", [{**GOOD, "message_id": "=HYPERLINK(\"http://x\")"},
+                                         {**GOOD, "message_id": "@SUM(A1)"}])
+    result = run("check", log, "--format", "csv")
+    assert result.exit_code == 1, result.stderr
+    import csv as csv_module
+
+    rows = list(csv_module.reader(result.stdout.splitlines()))
+    assert [r[0] for r in rows[1:]] == ["'=HYPERLINK(\"http://x\")", "'@SUM(A1)"]
+
+
 def test_atomic_output_removes_its_temporary_file_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         with atomic_output(tmp_path / "x.txt", "w") as fh:
