@@ -492,3 +492,20 @@ def test_the_batch_engine_stops_a_catastrophic_pattern_as_check_does(tmp_path, m
         a.pop("out_of_order", None), c.pop("out_of_order", None)
     assert audited == expected
     assert any("time limit" in f.get("evidence", {}).get("email_address", "") for f in audited[0]["findings"])
+
+
+def test_a_released_detector_spec_leaves_the_spec_key_memo(policies):
+    """The memo of detector keys holds its specs weakly: a dropped policy set's specs are freed."""
+    import gc
+    import weakref
+
+    from engine import facts
+
+    spec = next(spec for f in policies.families.values() for v in f.versions
+                for _, spec in v.detectors_used.values()).model_copy(deep=True)
+    key = facts.spec_key(spec)
+    ref, ident = weakref.ref(spec), id(spec)
+    assert facts._SPEC_KEYS[ident][1] == key
+    del spec
+    gc.collect()
+    assert ref() is None and ident not in facts._SPEC_KEYS
