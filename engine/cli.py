@@ -227,13 +227,13 @@ def verdict_text(v: Verdict) -> str:
 def verdicts_csv(verdicts) -> str:
     """The columns of the audit's CSV results (policies and findings as JSON), and `rules`: the
     rules with findings as policy/rule, ';'-separated, for a spreadsheet filter."""
-    import csv
     import io
 
+    from .io import SafeCsvWriter
     from .results import RESULT_COLUMNS
 
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = SafeCsvWriter(buffer)
     writer.writerow([c for c in RESULT_COLUMNS if c != "out_of_order"] + ["rules"])
     for verdict in verdicts:
         line = verdict_json(verdict)

@@ -9,6 +9,7 @@ by the vector is sound. Offending spans travel beside the vector.
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -51,14 +52,25 @@ def normalise_for_quote(text: str) -> str:
     return _SPACE.sub(" ", _QUOTE_PREFIX.sub("", body_text(text))).strip().casefold()
 
 
-_SPEC_KEYS: dict[int, tuple[object, str]] = {}
+# id(spec) → (weak reference, key). Weak, so a released policy set's specs are freed (and their
+# entries with them) rather than kept for the life of the process; the reference also tells
+# a reused id from the spec that first had it.
+_SPEC_KEYS: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _forget_spec(ident: int, ref: weakref.ref) -> None:
+    entry = _SPEC_KEYS.get(ident)
+    if entry is not None and entry[0] is ref:
+        del _SPEC_KEYS[ident]
 
 
 def spec_key(spec) -> str:
     """Detector identity by content: equal specs in different versions share one result."""
-    entry = _SPEC_KEYS.get(id(spec))
-    if entry is None or entry[0] is not spec:
-        entry = _SPEC_KEYS[id(spec)] = (spec, spec.model_dump_json())  # keeps spec alive, so id stays valid
+    ident = id(spec)
+    entry = _SPEC_KEYS.get(ident)
+    if entry is None or entry[0]() is not spec:
+        ref = weakref.ref(spec, lambda r, ident=ident: _forget_spec(ident, r))
+        entry = _SPEC_KEYS[ident] = (ref, spec.model_dump_json())
     return entry[1]
 
 

@@ -1,11 +1,11 @@
 """Audit summary renderers: text, JSON, CSV and a self-contained HTML page."""
 from __future__ import annotations
 
-import csv
 import io
 
 import orjson
 
+from ..io import SafeCsvWriter
 from ..model import Outcome
 
 OUTCOMES = [o.value for o in Outcome]
@@ -76,10 +76,12 @@ def render_text(result, policies=None) -> str:
 
 
 def render_csv(result, policies=None) -> str:
-    """One table: section, key columns, count (by outcome, by version, by rule, by month)."""
+    """One table: section, key columns, count (by outcome, by version, by rule, by month).
+    Overlays name rules, versions and policies, and inputs are file names: any of them could
+    start a spreadsheet formula, so the cells are neutralised as in every CSV written."""
     d = summary_dict(result)
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = SafeCsvWriter(buf)
     w.writerow(["section", "month", "policy", "version", "rule", "outcome", "count"])
     for k, v in d["counts"].items():
         w.writerow(["count", "", "", "", "", k, int(v)])

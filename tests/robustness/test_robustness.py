@@ -216,6 +216,31 @@ def test_csv_cells_that_would_run_as_formulas_are_neutralised(tmp_path):
     assert buf.getvalue() == "'=1+1,3,ok\r\n"
 
 
+def test_the_audit_summary_csv_neutralises_formula_cells(tmp_path, monkeypatch):
+    """The summary names its inputs (and the overlays' policies and rules): a file name can be a formula."""
+    import csv as csv_module
+
+    monkeypatch.chdir(tmp_path)
+    jsonl(tmp_path / "=HYPERLINK(1).jsonl", [GOOD])
+    result = run("audit", "=HYPERLINK(1).jsonl", "--format", "csv")
+    assert result.exit_code == 1, result.stderr
+    rows = list(csv_module.reader(result.stdout.splitlines()))
+    (row,) = [r for r in rows if r[0] == "provenance_input"]
+    assert row[2] == "'=HYPERLINK(1).jsonl"
+    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for cell in r)
+
+
+def test_check_csv_neutralises_formula_cells(tmp_path):
+    log = jsonl(tmp_path / "log.jsonl", [{**GOOD, "message_id": "=HYPERLINK(\"http://x\")"},
+                                         {**GOOD, "message_id": "@SUM(A1)"}])
+    result = run("check", log, "--format", "csv")
+    assert result.exit_code == 1, result.stderr
+    import csv as csv_module
+
+    rows = list(csv_module.reader(result.stdout.splitlines()))
+    assert [r[0] for r in rows[1:]] == ["'=HYPERLINK(\"http://x\")", "'@SUM(A1)"]
+
+
 def test_atomic_output_removes_its_temporary_file_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         with atomic_output(tmp_path / "x.txt", "w") as fh:
@@ -467,3 +492,20 @@ def test_the_batch_engine_stops_a_catastrophic_pattern_as_check_does(tmp_path, m
         a.pop("out_of_order", None), c.pop("out_of_order", None)
     assert audited == expected
     assert any("time limit" in f.get("evidence", {}).get("email_address", "") for f in audited[0]["findings"])
+
+
+def test_a_released_detector_spec_leaves_the_spec_key_memo(policies):
+    """The memo of detector keys holds its specs weakly: a dropped policy set's specs are freed."""
+    import gc
+    import weakref
+
+    from engine import facts
+
+    spec = next(spec for f in policies.families.values() for v in f.versions
+                for _, spec in v.detectors_used.values()).model_copy(deep=True)
+    key = facts.spec_key(spec)
+    ref, ident = weakref.ref(spec), id(spec)
+    assert facts._SPEC_KEYS[ident][1] == key
+    del spec
+    gc.collect()
+    assert ref() is None and ident not in facts._SPEC_KEYS
