@@ -237,22 +237,21 @@ def sources_cited_text(policies: PolicySet, verdicts) -> str:
 
 
 def verdicts_csv(verdicts) -> str:
-    """The columns of the audit's CSV results (policies and findings as JSON), and `rules`: the
-    rules with findings as policy/rule, ';'-separated, for a spreadsheet filter."""
+    """The columns of the audit's CSV results (policies and findings as JSON, and the flat
+    `rules`), without the audit's out_of_order."""
     import csv
     import io
 
-    from .results import RESULT_COLUMNS
+    from .results import CSV_COLUMNS, rules_cell
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([c for c in RESULT_COLUMNS if c != "out_of_order"] + ["rules"])
+    writer.writerow([c for c in CSV_COLUMNS if c != "out_of_order"])
     for verdict in verdicts:
         line = verdict_json(verdict)
-        rules = dict.fromkeys(f"{f['policy']}/{f['rule']}" for f in line["findings"])
         writer.writerow([line["message_id"], line["evaluated_at"], line["outcome"],
                          orjson.dumps(line["policies"]).decode(), orjson.dumps(line["findings"]).decode(),
-                         ";".join(rules)])
+                         rules_cell(line["findings"])])
     return buffer.getvalue()
 
 
