@@ -224,23 +224,34 @@ def verdict_text(v: Verdict) -> str:
     return "\n".join(lines)
 
 
+def sources_cited_text(policies: PolicySet, verdicts) -> str:
+    """What the source keys cited above stand for, once each (findings give only the keys);
+    the classifier's own files, cited by path, need no legend."""
+    from .sources import label
+
+    keys = dict.fromkeys(k for v in verdicts for f in v.findings for k in f.sources if k in policies.sources)
+    if not keys:
+        return ""
+    return "\nsources cited (`msgpolicy sources KEY` for URLs):\n" + "".join(
+        f"  {label(policies, k)}\n" for k in keys)
+
+
 def verdicts_csv(verdicts) -> str:
-    """The columns of the audit's CSV results (policies and findings as JSON), and `rules`: the
-    rules with findings as policy/rule, ';'-separated, for a spreadsheet filter."""
+    """The columns of the audit's CSV results (policies and findings as JSON, and the flat
+    `rules`), without the audit's out_of_order."""
     import io
 
     from .io import SafeCsvWriter
-    from .results import RESULT_COLUMNS
+    from .results import CSV_COLUMNS, rules_cell
 
     buffer = io.StringIO()
     writer = SafeCsvWriter(buffer)
-    writer.writerow([c for c in RESULT_COLUMNS if c != "out_of_order"] + ["rules"])
+    writer.writerow([c for c in CSV_COLUMNS if c != "out_of_order"])
     for verdict in verdicts:
         line = verdict_json(verdict)
-        rules = dict.fromkeys(f"{f['policy']}/{f['rule']}" for f in line["findings"])
         writer.writerow([line["message_id"], line["evaluated_at"], line["outcome"],
                          orjson.dumps(line["policies"]).decode(), orjson.dumps(line["findings"]).decode(),
-                         ";".join(rules)])
+                         rules_cell(line["findings"])])
     return buffer.getvalue()
 
 
@@ -310,6 +321,7 @@ def check(file, on, evaluator, map_file, fail_on, fmt, policies: PolicySet):
         counts = Counter(v.outcome for v in verdicts)
         summary = ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o])
         out.write(f"\n{len(verdicts)} message(s) judged: {summary or 'none'}\n")
+        out.write(sources_cited_text(policies, verdicts))
     sys.exit(EXIT_FINDINGS if _fails((v.outcome for v in verdicts), fail_on) else EXIT_CLEAN)
 
 
@@ -451,7 +463,7 @@ def rules(on, marketplace, fmt, policies: PolicySet):
                    wrap="title, condition and sources")
         click.echo("")
     click.echo(CONFIDENCE_LEGEND)
-    click.echo("Source keys: `msgpolicy sources KEY` gives each one's title, publisher and URL.")
+    click.echo("Source keys: `msgpolicy sources KEY` gives each one's title, publisher, date and URL.")
 
 
 @main.command(short_help="Print the JSON Schema of the message record (or of a result line).")
@@ -504,7 +516,7 @@ CONFIDENCE_LEGEND = ("conf: how well the sources support a version or rule:\n"
 @common_options
 def sources(keys, fmt, policies: PolicySet):
     """Each source a finding can cite (P22, 000_9b4961320dbaa2d2.txt, ...): its title, publisher,
-    URL or file, and the versions and rules that cite it. With IDs, only those.
+    date, URL or file, and the versions and rules that cite it. With IDs, only those.
 
     \b
     Examples:
@@ -526,8 +538,8 @@ def sources(keys, fmt, policies: PolicySet):
     for row in rows:
         title = row["title"].removeprefix(f"{row['key']}: ")  # titles may repeat their key
         click.echo(f"{row['key']}  {title}")
-        if row["publisher"] and row["publisher"] != title:
-            click.echo(f"    publisher: {row['publisher']}")
+        click.echo(f"    publisher: {row['publisher'] or 'unknown'} · "
+                   + (f"dated {row['date']}" if row["date"] else "date unknown"))
         click.echo(f"    url: {row['url']}" if row["url"] else f"    file: {row['file']} (an article kept as a file)")
         if row["note"]:
             click.echo(f"    note: {row['note']}")

@@ -2,7 +2,7 @@
 
 Layout of a policies directory::
 
-    sources.yaml          source keys (P1…, seed file names) → URL and title
+    sources.yaml          source keys (P1…, seed file names) → title, publisher, date, URL
     marketplaces.yaml     marketplace code → IANA time zone
     <family>/family.yaml  the family: title, category attributes, alternatives
     <family>/<any>.yaml   one dated version per file
@@ -174,9 +174,28 @@ class FamilyFile(_Strict):
 
 
 class Source(_Strict):
-    title: str
+    """A cited article. `date` is its publication date as precise as the article gives it
+    (YYYY, YYYY-MM or YYYY-MM-DD), empty when it gives none; `publisher` is the site or
+    organisation that published it, empty when unknown."""
+
+    title: str = Field(min_length=1)
+    publisher: str = ""
+    date: str = Field(default="", pattern=r"^(\d{4}(-\d{2}(-\d{2})?)?)?$")
     url: Optional[str] = None
     note: str = ""
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _unquoted_date(cls, value: Any) -> Any:
+        return value.isoformat() if isinstance(value, dt.date) else value  # YAML reads 2017-03-30 as a date
+
+    @field_validator("date")
+    @classmethod
+    def _real_date(cls, value: str) -> str:
+        if value:  # a partial date must still name a real month and day
+            parts = [int(p) for p in value.split("-")] + [1, 1]
+            dt.date(*parts[:3])
+        return value
 
 
 class Overlay(_Strict):

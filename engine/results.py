@@ -18,6 +18,9 @@ derived from the record models (`ResultLine`):
 A Parquet file is built a chunk of `CHUNK` lines at a time by DuckDB's JSON reader
 (no Python object per row) and written one row group per chunk, so the streaming
 engine's line iterator and the batch engine's column give the same file.
+
+CSV has a `rules` column beside `findings`: the rules with findings as
+policy/rule, ';'-separated, for a spreadsheet filter without parsing JSON.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from .model import Verdict
 # The suffixes --results can be written in.
 RESULT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet")
 RESULT_COLUMNS = ("message_id", "evaluated_at", "outcome", "policies", "findings", "out_of_order")
+CSV_COLUMNS = ("message_id", "evaluated_at", "outcome", "policies", "findings", "rules", "out_of_order")
 CHUNK = 65536  # lines per conversion and per Parquet row group
 BATCH = 16384  # lines per Arrow batch handed to DuckDB
 
@@ -250,6 +254,11 @@ class _ParquetSink:
 # ---- writers -----------------------------------------------------------------------------------
 
 
+def rules_cell(findings: list[dict]) -> str:
+    """The CSV `rules` cell: each finding's policy/rule once, in finding order, ';'-separated."""
+    return ";".join(dict.fromkeys(f"{f['policy']}/{f['rule']}" for f in findings))
+
+
 def write_results(lines: Iterable[bytes], path: Path) -> int:
     """Write result JSON lines (bytes ending with a newline) as JSONL, CSV or Parquet, by the
     suffix of `path`; returns the count. The file appears only once complete (atomic_output);
@@ -260,12 +269,12 @@ def write_results(lines: Iterable[bytes], path: Path) -> int:
     if suffix == ".csv":
         with atomic_output(path, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(RESULT_COLUMNS)
+            w.writerow(CSV_COLUMNS)
             for payload in lines:
                 d = orjson.loads(payload)
                 w.writerow([csv_cell(d["message_id"]), d["evaluated_at"], d["outcome"],
                             orjson.dumps(d["policies"]).decode(), orjson.dumps(d["findings"]).decode(),
-                            "true" if d.get("out_of_order") else ""])
+                            rules_cell(d["findings"]), "true" if d.get("out_of_order") else ""])
                 n += 1
         return n
     if suffix == ".parquet":
@@ -336,4 +345,4 @@ def _string_bytes(chunk) -> memoryview:
     return memoryview(chunk.buffers()[2])[start:end]
 
 
-__all__ = ["RESULT_COLUMNS", "ResultLine", "parquet_schema", "write_results", "write_results_column"]
+__all__ = ["CSV_COLUMNS", "RESULT_COLUMNS", "rules_cell", "ResultLine", "parquet_schema", "write_results", "write_results_column"]

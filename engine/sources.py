@@ -1,8 +1,9 @@
 """What a finding's source keys (`P22`, `000_9b4961320dbaa2d2.txt`) stand for: `msgpolicy sources`.
 
-Everything comes from the policy set: sources.yaml gives each key its title, URL
-and note; the publisher is the URL's host; a key without a URL is an article
-kept as a file (the key is its file name). Where a key is cited is read from the
+Everything comes from the policy set: sources.yaml gives each key its title,
+publisher, date, URL and note (a source without a publisher is credited to its
+URL's host; one without a date has none shown); a key without a URL is an
+article kept as a file (the key is its file name). Where a key is cited is read from the
 families, versions and rules that name it.
 """
 from __future__ import annotations
@@ -60,10 +61,22 @@ def source_rows(policies: PolicySet, keys: Iterable[str] = ()) -> list[dict]:
         rows.append({
             "key": key,
             "title": source.title,
-            "publisher": publisher(source.url),
+            "publisher": source.publisher or publisher(source.url),
+            "date": source.date or None,
             "url": source.url,
             "file": None if source.url else key,
             "note": source.note or None,
             "cited_by": cited.get(key, {}),
         })
     return rows
+
+
+def label(policies: PolicySet, key: str) -> str:
+    """A key with what it stands for, on one line: `P2  blog.zonmaster.com — 2017`,
+    `001_….txt  Amazon Email Opt-Out Option: … (seed) — Viral Launch, 2017-03-30`."""
+    source = policies.sources.get(key)
+    if source is None:
+        return key
+    title = source.title.removeprefix(f"{key}: ")  # P-key titles repeat their key
+    extra = [p for p in (source.publisher,) if p and p not in title] + [source.date or "date unknown"]
+    return f"{key}  {title} — {', '.join(extra)}"

@@ -7,6 +7,7 @@ and every version, however many there are)::
 
     reference/index.md                         overview of families and versions
     reference/timeline.md                      SVG diagram of every version over time
+    reference/sources.md                       every source: title, publisher, date, link
     reference/<family>/index.md                the family, its versions and alternatives
     reference/<family>/categories.md           category attributes per version
     reference/<family>/<version>.md            every rule of the version
@@ -32,6 +33,7 @@ from engine.conditions import ConditionSpec, Const, describe
 from engine.policyfile import ALL_MARKETPLACES, Family, PolicySet, ResolvedRule, ResolvedVersion, load_policies
 
 REF = "reference"
+SOURCES_PAGE = f"{REF}/sources.md"
 _PAGES: dict[str, str] = {}
 
 
@@ -84,7 +86,8 @@ def changes_path(v: ResolvedVersion) -> str:
 
 
 def reference_nav(policies: PolicySet) -> list:
-    nav: list = [{"Overview": f"{REF}/index.md"}, {"Timeline": f"{REF}/timeline.md"}]
+    nav: list = [{"Overview": f"{REF}/index.md"}, {"Timeline": f"{REF}/timeline.md"},
+                 {"Sources": SOURCES_PAGE}]
     for family in policies.families.values():
         items: list = [{"Family": f"{REF}/{family.id}/index.md"},
                        {"Categories": f"{REF}/{family.id}/categories.md"}]
@@ -96,7 +99,8 @@ def reference_nav(policies: PolicySet) -> list:
 
 
 def build_pages(policies: PolicySet) -> dict[str, str]:
-    pages = {f"{REF}/index.md": overview_page(policies), f"{REF}/timeline.md": timeline_page(policies)}
+    pages = {f"{REF}/index.md": overview_page(policies), f"{REF}/timeline.md": timeline_page(policies),
+             SOURCES_PAGE: sources_page(policies)}
     for family in policies.families.values():
         pages[f"{REF}/{family.id}/index.md"] = family_page(policies, family)
         pages[f"{REF}/{family.id}/categories.md"] = categories_page(family)
@@ -147,18 +151,46 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def source_link(policies: PolicySet, key: str) -> str:
+def _source_anchor(key: str) -> str:
+    return "source-" + "".join(c if c.isalnum() else "-" for c in key.lower())
+
+
+def _source_hint(src) -> str:
+    return " — ".join(p for p in (src.title, src.publisher, src.date or "date unknown") if p)
+
+
+def source_link(policies: PolicySet, key: str, here: str) -> str:
+    """The key linked to its article (its URL, or its entry on the sources page when it has none)."""
     src = policies.sources.get(key)
     if src is None:
         return f"`{key}`"
-    label = f"{key}"
-    if src.url:
-        return f'<a href="{html.escape(src.url)}" title="{html.escape(src.title)}">{html.escape(label)}</a>'
-    return f'<span title="{html.escape(src.title)}">{html.escape(label)}</span>'
+    href = src.url or f"{_rel(here, SOURCES_PAGE)}#{_source_anchor(key)}"
+    return f'<a href="{html.escape(href)}" title="{html.escape(_source_hint(src))}">{html.escape(key)}</a>'
 
 
-def sources_links(policies: PolicySet, keys: Iterable[str]) -> str:
-    return ", ".join(source_link(policies, k) for k in keys) or "—"
+def sources_links(policies: PolicySet, keys: Iterable[str], here: str) -> str:
+    return ", ".join(source_link(policies, k, here) for k in keys) or "—"
+
+
+def sources_page(policies: PolicySet) -> str:
+    from engine.sources import source_rows
+
+    out = ["# Sources", "",
+           "Every source the policy files cite, as `msgpolicy sources` prints it. A date is the "
+           "article's own (or its address's dated path); *date unknown* when it gives none. "
+           "A source with no public copy is kept as a file named by its key.", ""]
+    for row in source_rows(policies):
+        title = row["title"].removeprefix(f"{row['key']}: ")
+        out += [f"## {row['key']} {{ #{_source_anchor(row['key'])} }}", "",
+                f"- **Title:** {_cell(title)}",
+                f"- **Publisher:** {_cell(row['publisher'] or 'unknown')}",
+                f"- **Date:** {row['date'] or 'date unknown'}",
+                f"- **Link:** <{row['url']}>" if row["url"] else f"- **File:** `{row['file']}` (no public copy located)"]
+        if row["note"]:
+            out.append(f"- **Note:** {_cell(row['note'])}")
+        cited = "; ".join(where + (f" ({', '.join(rules)})" if rules else "") for where, rules in row["cited_by"].items())
+        out += [f"- **Cited by:** {_cell(cited) or 'nothing'}", ""]
+    return "\n".join(out)
 
 
 def _anchor(rule_id: str) -> str:
@@ -269,7 +301,7 @@ def family_page(policies: PolicySet, family: Family) -> str:
     here = f"{REF}/{family.id}/index.md"
     f = family.file
     out = [f"# {family.id}: {f.title}", "", f.summary, "", f.description, "",
-           f"**Sources:** {sources_links(policies, f.sources)}", "",
+           f"**Sources:** {sources_links(policies, f.sources, here)}", "",
            f"**Category attributes:** {', '.join(f'`{a}`' for a in f.category_attributes)} "
            f"([table per version]({_rel(here, f'{REF}/{family.id}/categories.md')}))", "",
            "## Versions", "",
@@ -284,7 +316,7 @@ def family_page(policies: PolicySet, family: Family) -> str:
     for alt in f.alternatives:
         out += [f"### `{alt.name}`", "", f"**{_cell(alt.title)}** (confidence {_conf(here, alt.confidence)})", "",
                 alt.description, "",
-                f"Select it with `--alt {alt.name}`. Sources: {sources_links(policies, alt.sources)}", "",
+                f"Select it with `--alt {alt.name}`. Sources: {sources_links(policies, alt.sources, here)}", "",
                 "Effect on the versions:", ""]
         out += [f"- {line}" for line in alternative_effects(policies, family, alt.name)] or ["- none"]
         out.append("")
@@ -469,7 +501,7 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
            f"| marketplaces | {_markets(v)} |",
            f"| inherits | {ver.inherits or '—'} |",
            f"| confidence | {_conf(here, ver.confidence)} |",
-           f"| sources | {sources_links(policies, ver.sources)} |",
+           f"| sources | {sources_links(policies, ver.sources, here)} |",
            f"| file | `{Path(v.file).name}` |",
            f"| content hash | `{v.content_hash[:16]}` |",
            "",
@@ -493,7 +525,7 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
                 f"- **Reason:** {r.rule.reason}",
                 f"- **Parameters:** " + (", ".join(f"`{k}` = `{_value(val)}`" for k, val in params.items()) or "none"),
                 f"- **Confidence:** {_conf(here, r.rule.confidence)}",
-                f"- **Sources:** {sources_links(policies, r.rule.sources)}",
+                f"- **Sources:** {sources_links(policies, r.rule.sources, here)}",
                 f"- **A missing fact gives:** {'an `indeterminate` finding' if r.rule.on_unknown == 'indeterminate' else 'an `allowed` note'}"]
         if r.rule.notes:
             out.append(f"- **Notes:** {r.rule.notes}")
@@ -522,15 +554,17 @@ def version_page(policies: PolicySet, family: Family, v: ResolvedVersion) -> str
     for key in list(ver.sources) + [k for r in v.enabled_rules for k in r.rule.sources]:
         if key not in cited:
             cited.append(key)
-    out += ["## Sources cited", "", "| key | source |", "|---|---|"]
+    out += ["## Sources cited", "", "| key | source | publisher | date |", "|---|---|---|---|"]
     for key in cited:
         src = policies.sources.get(key)
-        title = _cell(src.title) if src else "—"
-        if src and src.url:
-            title = f"[{title}]({src.url})"
-        if src and src.note:
+        if src is None:
+            out.append(f"| `{key}` | — | — | — |")
+            continue
+        title = f"[{_cell(src.title.removeprefix(f'{key}: '))}]"
+        title += f"({src.url})" if src.url else f"({_rel(here, SOURCES_PAGE)}#{_source_anchor(key)})"
+        if src.note:
             title += f" <small>{_cell(src.note)}</small>"
-        out.append(f"| `{key}` | {title} |")
+        out.append(f"| `{key}` | {title} | {_cell(src.publisher) or 'unknown'} | {src.date or 'date unknown'} |")
     out.append("")
     return "\n".join(out)
 

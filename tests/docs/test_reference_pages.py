@@ -81,7 +81,7 @@ def test_pages_for_every_family_and_version(reference, two_families):
                 assert f"### {r.id}: " in page, (v.label, r.id)
             assert reference.changes_path(v) in pages
     nav = reference.reference_nav(two_families)
-    assert [list(item)[0] for item in nav][2:] == list(two_families.families)
+    assert [list(item)[0] for item in nav][3:] == list(two_families.families)
 
 
 def test_what_changed_and_categories(reference, two_families):
@@ -118,3 +118,18 @@ def test_rule_parameters_and_sources(reference, two_families):
     page = reference.build_pages(two_families)[reference.version_path(v)]
     assert "`strict` = `true`" in page
     assert 'href="https://www.feedbackfive.com/blog/buyer-opt-out/"' in page  # P1 as a link
+
+
+def test_every_source_is_linked_and_listed_with_its_publisher_and_date(reference, two_families):
+    pages = reference.build_pages(two_families)
+    listing = pages[reference.SOURCES_PAGE]
+    for key, src in two_families.sources.items():
+        assert f"## {key} {{ #{reference._source_anchor(key)} }}" in listing
+        assert (src.date or "date unknown") in listing.split(f"## {key} ")[1].split("\n## ")[0]
+    seed = next(k for k, s in two_families.sources.items() if not s.url)
+    here = "reference/2017-optout/rollout.md"
+    assert f'href="../sources.md#{reference._source_anchor(seed)}"' in reference.source_link(two_families, seed, here)
+    v = two_families.version("2017-optout", "rollout")
+    page = pages[reference.version_path(v)]
+    assert "| key | source | publisher | date |" in page and "date unknown" in page
+    assert {"Sources": reference.SOURCES_PAGE} in reference.reference_nav(two_families)

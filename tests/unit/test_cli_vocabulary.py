@@ -69,8 +69,30 @@ def test_sources_lists_every_key_with_what_cites_it():
         source = policies.sources[key]
         assert row["title"] == source.title and row["url"] == source.url
         assert (row["file"] is None) == (source.url is not None)
-        if source.url:
+        assert row["date"] == (source.date or None)
+        if source.url and not source.publisher:
             assert row["publisher"] and row["publisher"] in source.url
+
+
+def test_sources_text_gives_title_publisher_and_date_or_says_it_is_unknown():
+    policies = load_policies(POLICIES)
+    dated = next(k for k, s in policies.sources.items() if s.date and s.publisher)
+    undated = next(k for k, s in policies.sources.items() if not s.date)
+    text = run("sources", dated, undated).stdout
+    first, second = text.split(f"\n{undated}  ")
+    assert policies.sources[dated].publisher in first and f"dated {policies.sources[dated].date}" in first
+    assert "date unknown" in second and "dated" not in second
+
+
+def test_check_text_ends_with_the_titles_of_the_sources_it_cites():
+    policies = load_policies(POLICIES)
+    text = run("check", str(ROOT / "samples" / "2017-sample.jsonl")).stdout
+    legend = text.split("sources cited")[1]
+    cited = {k for line in text.split("sources cited")[0].splitlines() if "sources: " in line
+             for k in line.split("sources: ")[1].split(", ") if k in policies.sources}
+    assert cited and {line.split()[0] for line in legend.splitlines()[1:] if line.strip()} == cited
+    for key in cited:
+        assert policies.sources[key].title.removeprefix(f"{key}: ") in legend
 
 
 def test_sources_of_given_keys_and_an_unknown_one():

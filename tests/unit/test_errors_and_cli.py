@@ -156,3 +156,19 @@ def test_timeline_rules_and_schema_commands():
     assert [r["rule"] for r in rules["versions"][0]["rules"]] == [f"D{i}" for i in range(1, 10)]
     schema = json.loads(runner.invoke(main, ["schema"]).output)
     assert "sent_at" in schema["required"] and len(schema["$defs"]["Category"]["enum"]) == 20
+
+
+@pytest.mark.parametrize("date,words", [("2017-13", "month must be in 1..12"), ("2017/03/30", "should match pattern"),
+                                        ("2017-02-30", "day is out of range")])
+def test_a_bad_source_date_names_sources_yaml_and_the_field(policy_copy, date, words):
+    _edit(policy_copy, "sources.yaml", lambda d: d["P1"].update(date=date))
+    with pytest.raises(PolicyError) as info:
+        load_policies(policy_copy)
+    assert info.value.file.endswith("sources.yaml") and info.value.field == "P1.date" and words in str(info.value)
+
+
+def test_a_source_date_may_be_partial_or_written_unquoted(policy_copy):
+    path = policy_copy / "sources.yaml"
+    path.write_text(path.read_text() + 'P99:\n  title: "Later"\n  date: 2021-03-01\nP98:\n  title: "Year"\n  date: "2019"\n')
+    sources = load_policies(policy_copy).sources
+    assert sources["P99"].date == "2021-03-01" and sources["P98"].date == "2019" and sources["P1"].date == ""

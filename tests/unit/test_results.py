@@ -151,3 +151,20 @@ def test_the_docs_query_runs(tmp_path):
     # the violations in local time order, the quoted number only where a rule quoted one
     assert [(r[0], r[4], r[5]) for r in got] == [("m-5", "D4", "555"), (RECORDS[1]["message_id"], "D4", None),
                                                  ("m-3", "D4", None)]
+
+
+def test_csv_results_have_a_flat_rules_column_beside_the_json_findings(tmp_path):
+    import csv
+
+    path = tmp_path / "r.csv"
+    results.write_results(iter(LINES), path)
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == list(results.CSV_COLUMNS)
+    assert list(results.CSV_COLUMNS).index("rules") == list(results.CSV_COLUMNS).index("findings") + 1
+    for row, record in zip(rows, RECORDS):
+        wanted = list(dict.fromkeys(f"{f['policy']}/{f['rule']}" for f in record["findings"]))
+        assert row["rules"] == ";".join(wanted)
+        assert [f"{f['policy']}/{f['rule']}" for f in orjson.loads(row["findings"])] == \
+            [f"{f['policy']}/{f['rule']}" for f in record["findings"]]
+    assert any(row["rules"].count(";") >= 1 for row in rows)
