@@ -13,9 +13,17 @@ rule-order property test). Instead each ruleset owns exactly one sid and every
 call asserts its fact and retracts it again, so live state is one sid and at
 most one fact per ruleset (RSS flat over 200,000 calls), and fired rules are
 collected by the action in the caller's thread (single-threaded per process).
+
+Rulesets live for the process unless compiled under a `Lease`: `msgpolicy
+test` judges each policy variant under one, so a variant's rulesets are
+deleted from the C engine and the host once no lease holds them (each costs
+about 2.4 MiB that nothing else gives back). A ruleset also asked for outside
+any lease is kept, so what other callers use is never released under them.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import itertools
@@ -30,6 +38,7 @@ from durable import engine as _durable_engine
 _durable_engine.Host._run = lambda self: None
 
 from durable.engine import MessageNotHandledException, MessageObservedException  # noqa: E402
+import durable_rules_engine  # noqa: E402
 from durable.lang import assert_fact, get_host, m, retract_fact, ruleset, when_all  # noqa: E402
 
 from .conditions import All, AnyOf, Const, Node, Test, to_nnf  # noqa: E402
@@ -74,6 +83,8 @@ class CompiledVersion:
         self.rule_ids: list[str] = []
         self._sid = f"s{next(_SIDS)}"
         self._fired: list[str] = []
+        self.released = False
+        self._asserted = False  # whether the sid has state (delete_state crashes on a sid without)
         with ruleset(self.name):
             marker = getattr(m, MARKER_FIELD) == True  # noqa: E712 - durable_rules DSL
             for resolved in version.enabled_rules:
@@ -100,6 +111,9 @@ class CompiledVersion:
 
     def fired(self, facts: dict) -> frozenset[str]:
         """The ids of every rule whose condition holds for these (complete) facts."""
+        if self.released:
+            # its C handle is freed: using it would crash the process
+            raise EngineError(f"ruleset {self.name} was released; ask compiled() for it again")
         fact = dict(facts)
         fact["sid"] = self._sid
         fact[MARKER_FIELD] = True
@@ -111,23 +125,118 @@ class CompiledVersion:
         except MessageObservedException as exc:  # the previous fact is always retracted
             raise EngineError(f"durable_rules reported a duplicate fact: {exc}") from exc
         else:
+            self._asserted = True
             retract_fact(self.name, fact)
         return frozenset(self._fired)
 
+    def _release(self) -> None:
+        """Delete the ruleset from durable_rules (its C state) and from the host's tables."""
+        if self.released:
+            return
+        self.released = True
+        host = get_host()
+        found = host._ruleset_directory.pop(self.name, None)
+        if found is not None:
+            host._ruleset_list.remove(found)
+            if self._asserted:
+                # delete_ruleset leaves the sid's state (about 0.45 MiB) allocated otherwise
+                durable_rules_engine.delete_state(found._handle, self._sid)
+            durable_rules_engine.delete_ruleset(found._handle)
+
 
 _SIDS = itertools.count()  # one sid per ruleset, unique in the process
-_compiled: dict = {}
-_lock = threading.Lock()
+_compiled: dict = {}  # content hash, or (content hash, only) → CompiledVersion
+_lock = threading.RLock()
+_pinned: set[str] = set()      # content hashes asked for outside any lease: kept for the process
+_holders: dict[str, int] = {}  # content hash → how many open leases hold it
+_current: contextvars.ContextVar = contextvars.ContextVar("msgpolicy_compile_lease", default=None)
+
+
+def _hash_of(key) -> str:
+    return key if isinstance(key, str) else key[0]
 
 
 def compiled(version: ResolvedVersion, only: Optional[tuple[str, ...]] = None) -> CompiledVersion:
     """The ruleset for a version (or for the rules `only` names), compiled once per
-    content hash per process."""
+    content hash per process (or until the leases that hold it close)."""
     key = version.content_hash if only is None else (version.content_hash, only)
+    lease = _current.get()
     found = _compiled.get(key)
-    if found is None:
+    if found is None or lease is not None or version.content_hash not in _pinned:
         with _lock:
+            if lease is None:
+                _pinned.add(version.content_hash)
+            else:
+                lease._hold(version.content_hash)
             found = _compiled.get(key)
             if found is None:
                 found = _compiled[key] = CompiledVersion(version, only)
     return found
+
+
+class Lease:
+    """Holds the rulesets compiled while it is current (`with Lease():`, per thread or task),
+    plus any versions given to `hold`; closing it releases those no other lease holds and no
+    caller outside a lease asked for. Another thread's calls are never under this lease."""
+
+    def __init__(self):
+        self._hashes: set[str] = set()
+        self._closed = False
+        self._token = None
+
+    def _hold(self, content_hash: str) -> None:
+        if self._closed:
+            raise EngineError("this lease is closed")
+        if content_hash not in self._hashes:
+            self._hashes.add(content_hash)
+            _holders[content_hash] = _holders.get(content_hash, 0) + 1
+
+    def hold(self, versions) -> "Lease":
+        """Keep these versions' rulesets (when compiled) until this lease closes."""
+        return self.hold_hashes(v.content_hash for v in versions)
+
+    def hold_hashes(self, hashes) -> "Lease":
+        with _lock:
+            for content_hash in hashes:
+                self._hold(content_hash)
+        return self
+
+    def close(self) -> None:
+        with _lock:
+            if self._closed:
+                return
+            self._closed = True
+            for content_hash in self._hashes:
+                left = _holders[content_hash] - 1
+                if left:
+                    _holders[content_hash] = left
+                    continue
+                del _holders[content_hash]
+                if content_hash in _pinned:
+                    continue
+                for key in [k for k in _compiled if _hash_of(k) == content_hash]:
+                    _compiled.pop(key)._release()
+            self._hashes.clear()
+
+    @contextlib.contextmanager
+    def current(self):
+        """Make this lease current for a block without closing it afterwards."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    def __enter__(self) -> "Lease":
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _current.reset(self._token)
+        self.close()
+
+
+def live_rulesets() -> dict:
+    """What the process holds now: compile-cache keys and durable host ruleset names (for tests)."""
+    host = get_host()
+    return {"compiled": set(_compiled), "host": set(host._ruleset_directory)}

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .compile import Lease
 from .evaluate import judge_records
 from .io import InputError, to_record
 from .model import Message, Outcome
@@ -193,7 +194,9 @@ def run_file(path: Union[str, Path], policies_root=None, select: Optional[re.Pat
     path = Path(path)
     cases = load_cases(path)
     base = path.parent
-    loaded: dict[tuple, PolicySet] = {}
+    kept: dict[tuple, PolicySet] = {}
+    # variant → (its versions' content hashes, its enabled rules, its marketplaces)
+    summary: dict[tuple, tuple[frozenset, frozenset, frozenset]] = {}
     prepared = []
     deselected = []
     for i, case in enumerate(cases.cases):
@@ -204,11 +207,15 @@ def run_file(path: Union[str, Path], policies_root=None, select: Optional[re.Pat
         spec = case.variant if case.variant is not None else cases.defaults.variant
         side = _side(spec, base, path, name, "variant")
         key = (side.alternatives, side.overlays)
-        if key not in loaded:
-            try:
-                loaded[key] = side.load(policies_root)
-            except PolicyError as exc:
-                raise CasesError(path, f"variant {side.label}: {exc}", case=name, field="variant") from None
+        if key not in summary:
+            policies = _load(side, policies_root, path, name)
+            versions = policies.all_versions()
+            summary[key] = (frozenset(v.content_hash for v in versions),
+                            frozenset((v.family, v.id, r.id) for v in versions for r in v.enabled_rules),
+                            frozenset(policies.marketplaces))
+            if len(kept) < _KEEP_LOADED:
+                kept[key] = policies
+            del policies
         records = []
         for where, data in [(f"history.{j}", h) for j, h in enumerate(case.history)] + [("record", case.record)]:
             data = dict(data)
@@ -218,7 +225,7 @@ def run_file(path: Union[str, Path], policies_root=None, select: Optional[re.Pat
             if isinstance(rec, InputError):
                 sub = f".{rec.field}" if rec.field else ""
                 raise CasesError(path, rec.reason, case=name, field=where + sub)
-            if isinstance(rec, Message) and rec.marketplace not in loaded[key].marketplaces:
+            if isinstance(rec, Message) and rec.marketplace not in summary[key][2]:
                 raise CasesError(path, f"unknown marketplace {rec.marketplace!r}", case=name, field=f"{where}.marketplace")
             records.append(rec)
         target = records[-1]
@@ -228,40 +235,78 @@ def run_file(path: Union[str, Path], policies_root=None, select: Optional[re.Pat
         if len(ids) != len(set(ids)):
             raise CasesError(path, "message_id used twice in this case", case=name, field="history")
         on = case.on if case.on is not None else cases.defaults.on
-        prepared.append((name, side, loaded[key], records, target.message_id, on, case.expect))
+        prepared.append((name, side, key, records, target.message_id, on, case.expect))
+    rules = frozenset().union(*(rules for _, rules, _ in summary.values()))
+    # Each variant's rulesets are released after its last case (a ruleset costs megabytes the
+    # process never gets back otherwise); versions several variants share stay for the run.
+    sets_having: dict[str, int] = {}
+    for hashes, _, _ in summary.values():
+        for content_hash in hashes:
+            sets_having[content_hash] = sets_having.get(content_hash, 0) + 1
+    run_lease = Lease()
+    run_lease.hold_hashes(h for h, n in sets_having.items() if n > 1)
+    last_case = {p[2]: i for i, p in enumerate(prepared)}
+    active: dict[tuple, tuple[PolicySet, Lease]] = {}
     results = []
-    for name, side, policies, records, mid, on, expect in prepared:
-        start = time.perf_counter()
-        verdict = next(v for v in judge_records(policies, records, at=on) if v.message_id == mid)
-        seconds = time.perf_counter() - start
-        found = {(f.policy, f.rule) for f in verdict.findings}
-        problems = []
-        if expect.outcome is not None and verdict.outcome != expect.outcome:
-            problems.append(f"outcome {verdict.outcome.value}, expected {expect.outcome.value}")
-        if expect.rules is not None:
-            missing = [r for r in expect.rules if not _rule_matches(r, found)]
-            extra = sorted(f"{p}/{r}" for p, r in found
-                           if not any(w == r or w == f"{p}/{r}" for w in expect.rules))
-            if missing:
-                problems.append(f"missing rules {', '.join(missing)}")
-            if extra:
-                problems.append(f"unexpected rules {', '.join(extra)}")
-        for r in expect.rules_include:
-            if not _rule_matches(r, found):
-                problems.append(f"missing rule {r}")
-        for r in expect.rules_exclude:
-            if _rule_matches(r, found):
-                problems.append(f"rule {r} should not fire")
-        results.append(CaseResult(
-            name=name, passed=not problems, side=side.label,
-            expected=expect.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
-            got={"outcome": verdict.outcome.value, "rules": sorted(f"{p}/{r}" for p, r in found),
-                 "evaluated_at": verdict.evaluated_at.isoformat()},
-            problems=problems, seconds=seconds,
-            exercised=frozenset((f.policy, f.version, f.rule) for f in verdict.findings)))
-    rules = frozenset((v.family, v.id, r.id) for policies in loaded.values()
-                      for v in policies.all_versions() for r in v.enabled_rules)
+    try:
+        for i, (name, side, key, records, mid, on, expect) in enumerate(prepared):
+            if key not in active:
+                policies = kept.pop(key, None) or _load(side, policies_root, path, name)
+                active[key] = (policies, Lease())
+            policies, lease = active[key]
+            start = time.perf_counter()
+            with lease.current():
+                verdict = next(v for v in judge_records(policies, records, at=on) if v.message_id == mid)
+            seconds = time.perf_counter() - start
+            if last_case[key] == i:
+                del active[key], policies  # nothing later reads this variant
+                lease.close()
+            results.append(_result(name, side, expect, verdict, seconds))
+    finally:
+        for _, lease in active.values():
+            lease.close()
+        run_lease.close()
     return CasesRun(results, rules, deselected)
+
+
+# Variants kept loaded from validation to judging; the others are loaded again when judged,
+# as holding every loaded variant costs about 1.4 MiB each.
+_KEEP_LOADED = 16
+
+
+def _load(side: Side, policies_root, path: Path, name: str) -> PolicySet:
+    try:
+        return side.load(policies_root)
+    except PolicyError as exc:
+        raise CasesError(path, f"variant {side.label}: {exc}", case=name, field="variant") from None
+
+
+def _result(name: str, side: Side, expect: Expect, verdict, seconds: float) -> CaseResult:
+    found = {(f.policy, f.rule) for f in verdict.findings}
+    problems = []
+    if expect.outcome is not None and verdict.outcome != expect.outcome:
+        problems.append(f"outcome {verdict.outcome.value}, expected {expect.outcome.value}")
+    if expect.rules is not None:
+        missing = [r for r in expect.rules if not _rule_matches(r, found)]
+        extra = sorted(f"{p}/{r}" for p, r in found
+                       if not any(w == r or w == f"{p}/{r}" for w in expect.rules))
+        if missing:
+            problems.append(f"missing rules {', '.join(missing)}")
+        if extra:
+            problems.append(f"unexpected rules {', '.join(extra)}")
+    for r in expect.rules_include:
+        if not _rule_matches(r, found):
+            problems.append(f"missing rule {r}")
+    for r in expect.rules_exclude:
+        if _rule_matches(r, found):
+            problems.append(f"rule {r} should not fire")
+    return CaseResult(
+        name=name, passed=not problems, side=side.label,
+        expected=expect.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+        got={"outcome": verdict.outcome.value, "rules": sorted(f"{p}/{r}" for p, r in found),
+             "evaluated_at": verdict.evaluated_at.isoformat()},
+        problems=problems, seconds=seconds,
+        exercised=frozenset((f.policy, f.version, f.rule) for f in verdict.findings))
 
 
 def coverage(runs: Iterable[CasesRun]) -> dict:
