@@ -988,6 +988,9 @@ def test_cases(cases, fmt, run_pattern, show_coverage, policies_dir, verbose):
         raise click.BadParameter(f"not a regular expression: {exc}", param_hint="--run") from None
     runs = []
     for path in cases:
+        if _is_dash(path):  # a case's overlay paths are read relative to its file
+            raise click.UsageError("test cases are read from files (their overlay paths are relative to "
+                                   "the file): give a path, not -")
         if not path.is_file():
             click.echo(f"input error: {path}: no such file", err=True)
             sys.exit(EXIT_ERROR)
@@ -1095,17 +1098,18 @@ def serve_token_add(name, tokens_file):
 
 
 @main.command(short_help="Judge logged decisions again; report those that would differ.")
-@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True, allow_dash=True))
 @click.option("--store", "store_url", metavar="URL", help="Replay the decision log of this store instead of FILE.")
 @click.option("--order-id", help="Only the decisions on this order.")
 @click.option("--since", metavar="TIMESTAMP", help="Only the decisions made at or after this UTC instant.")
-@click.option("--export", "export_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the selected decisions as JSON Lines here instead of replaying them.")
+@click.option("--export", "export_path", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="Write the selected decisions as JSON Lines here (-: standard output) instead of replaying them.")
 @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Policy directory to judge with (default: the shipped policies).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def replay(file, store_url, order_id, since, export_path, policies_dir, fmt):
-    """Judge logged decisions again (from FILE, exported JSON Lines, or --store) and report those that differ.
+    """Judge logged decisions again (from FILE, exported JSON Lines, - for standard input, or --store)
+    and report those that differ.
 
     \b
     Examples:
@@ -1121,23 +1125,33 @@ def replay(file, store_url, order_id, since, export_path, policies_dir, fmt):
     if (file is None) == (store_url is None):
         raise click.UsageError("give FILE or --store, not both")
     check_outputs([file] if file is not None else [], {"--export": export_path})
-    try:
-        if file is not None:
-            decisions = decisions_from_file(file)
-        else:
-            store = open_store(store_url)
-            decisions = decisions_from_store(store, order_id, since)
-        if export_path is not None:
-            n = export(decisions, export_path)
-            click.echo(f"{n} decision(s) written to {export_path}", err=True)
-            sys.exit(EXIT_CLEAN)
-        result = run_replay(load_policies(policies_dir), decisions)
-    except PolicyError as exc:
-        click.echo(f"policy error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
-    except (StoreError, ValueError, OSError) as exc:
-        click.echo(f"replay error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
+    with _Scratch() as scratch:
+        names: dict = {}
+        try:
+            if file is not None:
+                (path,), names = scratch.inputs([file])
+                decisions = decisions_from_file(path)
+            else:
+                store = open_store(store_url)
+                decisions = decisions_from_store(store, order_id, since)
+            if export_path is not None:
+                target = scratch.path("decisions.jsonl") if _is_dash(export_path) else export_path
+                n = export(decisions, target)
+                if _is_dash(export_path):
+                    _copy_to_stdout(target)
+                click.echo(f"{n} decision(s) written to {STDOUT if _is_dash(export_path) else export_path}",
+                           err=True)
+                sys.exit(EXIT_CLEAN)
+            result = run_replay(load_policies(policies_dir), decisions)
+        except PolicyError as exc:
+            click.echo(f"policy error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        except (StoreError, ValueError, OSError) as exc:
+            message = str(exc)
+            for spooled, name in names.items():  # errors name standard input as the user did
+                message = message.replace(spooled, name)
+            click.echo(f"replay error: {message}", err=True)
+            sys.exit(EXIT_ERROR)
     if fmt == "json":
         click.echo(orjson.dumps({"replayed": result.replayed, "changed": len(result.changed),
                                  "policy_content_changed": result.hash_changed,

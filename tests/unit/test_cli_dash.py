@@ -81,3 +81,8 @@ def test_diff_stdin_changes_stdout_are_the_bytes_of_a_changes_file(tmp_path, scr
     assert piped.stdout_bytes == changes.read_bytes() and changes.read_bytes()
     assert "changed" in piped.stderr  # the report, on standard error
     assert list(scratch_root.iterdir()) == []
+
+
+def test_policy_tests_refuse_stdin_with_the_reason():
+    r = _run(["test", "-"], b"")
+    assert r.exit_code == 2 and "test cases are read from files" in r.stderr
