@@ -296,28 +296,68 @@ def _renamed_jsonl(src: Path, names: dict, dest) -> None:
 # ---- check -----------------------------------------------------------------------
 
 
+def _fixed_note(f) -> bool:
+    """A reminder of a guideline msgpolicy does not check (an allowed finding without evidence whose
+    reason, in the policy data, says so): the same words on most messages, so the text names the
+    rule on each message and gives its reason once, at the end."""
+    return f.outcome is Outcome.allowed and not f.evidence and "msgpolicy does not check" in f.reason
+
+
+def _classifier_finding(f) -> bool:
+    from .evaluate import CLASSIFIER_POLICY
+
+    return f.policy == CLASSIFIER_POLICY
+
+
 def verdict_text(v: Verdict) -> str:
     versions = ", ".join(f"{p.policy}/{p.version}" for p in v.policies) or "no policy in force"
     lines = [f"{v.message_id}  {v.outcome.value.upper()}  at {v.evaluated_at.isoformat()}  [{versions}]"]
+    notes: dict[str, list[str]] = {}
     for f in v.findings:
+        if _fixed_note(f):
+            notes.setdefault(f"{f.policy}/{f.version}", []).append(f.rule)
+            continue
         lines.append(f"  {f.outcome.value:<13} {f.policy}/{f.version} {f.rule}: {f.reason}")
         for fact, span in f.evidence.items():
             # a span that quotes its own phrases (the classifier's evidence) is not quoted again
             lines.append(f"  {'':<13}   {fact}: " + (span if "“" in span else f"“{span}”"))
-        lines.append(f"  {'':<13}   sources: {', '.join(f.sources)}")
+        if not _classifier_finding(f):  # the classifier's files are listed once, at the end
+            lines.append(f"  {'':<13}   sources: {', '.join(f.sources)}")
+    if notes:
+        lines.append(f"  {'not checked':<13} " + "; ".join(f"{where} {', '.join(rules)}" for where, rules in notes.items())
+                     + " (see the end)")
     return "\n".join(lines)
 
 
 def sources_cited_text(policies: PolicySet, verdicts) -> str:
-    """What the source keys cited above stand for, once each (findings give only the keys);
-    the classifier's own files, cited by path, need no legend."""
+    """What the text of the verdicts above left to be said once: the reasons of the notes they
+    name, the classifier's files, and what the source keys cited stand for."""
     from .sources import label
 
+    out = []
+    notes = {}
+    for v in verdicts:
+        for f in v.findings:
+            if _fixed_note(f):
+                notes.setdefault((f.policy, f.version, f.rule), f)
+    if notes:
+        out.append("\nnot checked by msgpolicy (allowed notes, named on the messages above):\n")
+        out.extend(f"  {f.policy}/{f.version} {f.rule}: {f.reason} (sources: {', '.join(f.sources)})\n"
+                   for f in notes.values())
+    classifier = {}
+    for v in verdicts:
+        for f in v.findings:
+            if _classifier_finding(f):
+                classifier.setdefault(f.rule, f.sources)
+    if classifier:
+        files = list(dict.fromkeys(k for keys in classifier.values() for k in keys))
+        out.append(f"\nclassifier files ({', '.join(classifier)} cite them all):\n"
+                   + "".join(f"  {k}\n" for k in files))
     keys = dict.fromkeys(k for v in verdicts for f in v.findings for k in f.sources if k in policies.sources)
-    if not keys:
-        return ""
-    return "\nsources cited (`msgpolicy sources KEY` for URLs):\n" + "".join(
-        f"  {label(policies, k)}\n" for k in keys)
+    if keys:
+        out.append("\nsources cited (`msgpolicy sources KEY` for URLs):\n" + "".join(
+            f"  {label(policies, k)}\n" for k in keys))
+    return "".join(out)
 
 
 def verdicts_csv(verdicts) -> str:
