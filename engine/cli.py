@@ -934,13 +934,13 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
     with _Scratch() as scratch:
         report, differs = _diff_run(scratch, logs, side_a, side_b, exhaustive, fmt, changes_path, summary_only,
                                     max_regions, no_witnesses, jobs, history_days, policies_dir, map_file, fail_on,
-                                    start)
+                                    start, _text_width(output))
     _write_report(output, report, to_stderr=report_to_stderr)
     sys.exit(EXIT_DIFFERENT if differs else EXIT_SAME)
 
 
 def _diff_run(scratch, logs, side_a, side_b, exhaustive, fmt, changes_path, summary_only, max_regions,
-              no_witnesses, jobs, history_days, policies_dir, map_file, fail_on, start):
+              no_witnesses, jobs, history_days, policies_dir, map_file, fail_on, start, width):
     """The report and whether the sides differ (enough for --fail-on)."""
     import time
 
@@ -951,7 +951,8 @@ def _diff_run(scratch, logs, side_a, side_b, exhaustive, fmt, changes_path, summ
         if exhaustive:
             from .exhaustive import exhaustive_diff
             result = exhaustive_diff(side_a, side_b, policies_dir, max_regions=max_regions)
-            report = render_exhaustive(fmt, result, max_regions, witnesses=not no_witnesses)
+            report = render_exhaustive(fmt, result, max_regions, witnesses=not no_witnesses,
+                                       width=width)
             differs = result.differs if fail_on == "change" else _worsens(
                 ((r.label["from"], r.label["to"]) for r in result.outcomes), fail_on)
             sp = result.space
@@ -983,6 +984,17 @@ def _diff_run(scratch, logs, side_a, side_b, exhaustive, fmt, changes_path, summ
         click.echo(f"diff error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     return report, differs
+
+
+def _text_width(output) -> int:
+    """Fold text reports at the terminal's width when they go to one, else at 100 columns."""
+    from .report.diff import TEXT_WIDTH
+
+    if (output is None or _is_dash(output)) and sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size((TEXT_WIDTH, 24)).columns
+    return TEXT_WIDTH
 
 
 def _worsens(transitions, fail_on: str) -> bool:
