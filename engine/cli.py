@@ -578,6 +578,7 @@ def rules(on, marketplace, fmt, policies: PolicySet):
     if not data:
         click.echo(f"No modelled policy is in force on {day} in {marketplace}.")
         return
+    click.echo(CONFIDENCE_LEGEND + "\n")  # first, like timeline's: the tables' conf column uses the letters
     for v in data:
         to = v["effective_to"] or "…"
         click.echo(f"{v['policy']}/{v['version']}: {v['title']}  [{v['effective_from']}, {to})")
@@ -586,7 +587,6 @@ def rules(on, marketplace, fmt, policies: PolicySet):
                      f"{r['title']}\nwhen {r['condition']}\nsources: {', '.join(r['sources'])}") for r in v["rules"]],
                    wrap="title, condition and sources")
         click.echo("")
-    click.echo(CONFIDENCE_LEGEND)
     click.echo("Source keys: `msgpolicy sources KEY` gives each one's title, publisher, date and URL.")
 
 
@@ -631,8 +631,10 @@ def echo_table(headers, rows, wrap: str) -> None:
     click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
-CONFIDENCE_LEGEND = ("conf: how well the sources support a version or rule:\n"
-                     "  H several consistent sources, M one or two secondary ones, L a single, vague or contested one.")
+# The meaning of the letters, as docs/concepts.md gives it ("Confidence: H, M, L").
+CONFIDENCE_LEGEND = ("conf: how well its sources support a version, rule or alternative:\n"
+                     "  H several consistent sources (or an article and an Amazon page), M one or two secondary\n"
+                     "  sources, L its only source is vague or contested.")
 
 
 @main.command(short_help="Show what the source keys that findings cite stand for.")
