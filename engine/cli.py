@@ -489,6 +489,8 @@ def classify(file, fmt, policies_dir, map_file):
     if fmt == "csv":
         sys.stdout.write(rows_csv(rows))
     else:
+        if fmt == "text" and rows:  # the columns are not self-evident: which confidence is 0.51?
+            sys.stdout.write("message_id  category  confidence (of the category)  language  evidence\n")
         for row in rows:
             sys.stdout.write((orjson.dumps(row_json(row)).decode() if fmt in ("json", "jsonl") else row_text(row)) + "\n")
     sys.exit(EXIT_CLEAN)

@@ -45,3 +45,11 @@ def test_check_text_says_not_checked_notes_and_classifier_files_once():
     assert "\nclassifier files (INFER-CATEGORY, INFER-LANGUAGE cite them all):\n" in out
     # findings with evidence keep their sources inline
     assert "CG2020-STYLE-EMOJI: Emojis are not allowed" in out and "sources: P23, P29, P24, P28, P15, P21" in out
+
+
+def test_classify_text_names_its_columns():
+    r = CliRunner().invoke(main, ["classify", *EXPORT])
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "message_id  category  confidence (of the category)  language  evidence"
+    assert lines[1].startswith("N-1  invoice  0.51  de  ") and len(lines) == 5
