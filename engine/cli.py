@@ -201,39 +201,163 @@ def _fails(outcomes, fail_on: str) -> bool:
     return any(Outcome(o) in failing for o in outcomes)
 
 
-def _write_report(output: Optional[Path], report: str) -> None:
+def _write_report(output: Optional[Path], report: str, to_stderr: bool = False) -> None:
+    """The report to its file, else to standard output (-o - or no -o), or to standard error
+    when a data output (--results -, ...) has standard output."""
     if output is None or str(output) == "-":  # -o - is standard output, as without -o
-        click.echo(report, nl=False)
+        click.echo(report, nl=False, err=to_stderr)
         return
     with atomic_output(output, "w", encoding="utf-8") as fh:
         fh.write(report)
 
 
+# ---- "-": standard input and standard output -----------------------------------------------
+
+STDOUT = "standard output"
+
+
+def _is_dash(path) -> bool:
+    return path is not None and str(path) == "-"
+
+
+class _Scratch:
+    """A private temporary directory (mode 0700, made on first use) holding standard input
+    spooled to a file and the data outputs bound for standard output; removed on the way out,
+    also on an error, Ctrl-C or SIGTERM. Each engine then reads and writes plain files, so
+    `--results -` gives the very bytes `--results FILE` would."""
+
+    def __init__(self):
+        self._dir = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._dir is not None:
+            self._dir.cleanup()
+
+    def path(self, name: str) -> Path:
+        if self._dir is None:
+            import tempfile
+
+            self._dir = tempfile.TemporaryDirectory(prefix="msgpolicy-")
+        return Path(self._dir.name) / name
+
+    def inputs(self, logs) -> tuple[list, dict]:
+        """LOGS with `-` replaced by a file holding standard input, and {that file: "-"} to name
+        it in rejects and provenance as the user did."""
+        if sum(_is_dash(log) for log in logs) > 1:
+            raise click.UsageError("- (standard input) can be given only once")
+        paths, names = [], {}
+        for log in logs:
+            if _is_dash(log):
+                import shutil
+
+                spooled = self.path("stdin.jsonl")  # standard input is JSON Lines, as for check
+                with open(spooled, "wb") as fh:
+                    shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+                names[str(spooled)] = "-"
+                log = spooled
+            paths.append(Path(log))
+        return paths, names
+
+
+def _one_stdout(report: Optional[Path], data: dict) -> bool:
+    """Refuse two outputs on standard output; True when a data output (--results -, ...) has it,
+    and the report (without -o FILE) then goes to standard error."""
+    dashes = [option for option, path in data.items() if _is_dash(path)]
+    if len(dashes) > 1 or (dashes and _is_dash(report)):
+        both = dashes + (["-o"] if _is_dash(report) else [])
+        raise click.UsageError(f"{' and '.join(both)} {'both' if len(both) == 2 else 'all'} name standard "
+                               "output (-); give a file to all but one")
+    return bool(dashes)
+
+
+def _copy_to_stdout(path: Path) -> None:
+    import shutil
+
+    sys.stdout.flush()
+    with open(path, "rb") as fh:
+        shutil.copyfileobj(fh, sys.stdout.buffer, 1 << 20)
+    sys.stdout.buffer.flush()
+
+
+def _renamed_jsonl(src: Path, names: dict, dest) -> None:
+    """Copy JSON Lines rejects, naming a spooled standard input `-` in their source field."""
+    with open(src, "rb") as fh:
+        for line in fh:
+            if names:
+                item = orjson.loads(line)
+                item["source"] = names.get(item.get("source"), item.get("source"))
+                line = orjson.dumps(item) + b"\n"
+            dest.write(line)
+
+
 # ---- check -----------------------------------------------------------------------
+
+
+def _fixed_note(f) -> bool:
+    """A reminder of a guideline msgpolicy does not check (an allowed finding without evidence whose
+    reason, in the policy data, says so): the same words on most messages, so the text names the
+    rule on each message and gives its reason once, at the end."""
+    return f.outcome is Outcome.allowed and not f.evidence and "msgpolicy does not check" in f.reason
+
+
+def _classifier_finding(f) -> bool:
+    from .evaluate import CLASSIFIER_POLICY
+
+    return f.policy == CLASSIFIER_POLICY
 
 
 def verdict_text(v: Verdict) -> str:
     versions = ", ".join(f"{p.policy}/{p.version}" for p in v.policies) or "no policy in force"
     lines = [f"{v.message_id}  {v.outcome.value.upper()}  at {v.evaluated_at.isoformat()}  [{versions}]"]
+    notes: dict[str, list[str]] = {}
     for f in v.findings:
+        if _fixed_note(f):
+            notes.setdefault(f"{f.policy}/{f.version}", []).append(f.rule)
+            continue
         lines.append(f"  {f.outcome.value:<13} {f.policy}/{f.version} {f.rule}: {f.reason}")
         for fact, span in f.evidence.items():
             # a span that quotes its own phrases (the classifier's evidence) is not quoted again
             lines.append(f"  {'':<13}   {fact}: " + (span if "“" in span else f"“{span}”"))
-        lines.append(f"  {'':<13}   sources: {', '.join(f.sources)}")
+        if not _classifier_finding(f):  # the classifier's files are listed once, at the end
+            lines.append(f"  {'':<13}   sources: {', '.join(f.sources)}")
+    if notes:
+        lines.append(f"  {'not checked':<13} " + "; ".join(f"{where} {', '.join(rules)}" for where, rules in notes.items())
+                     + " (see the end)")
     return "\n".join(lines)
 
 
 def sources_cited_text(policies: PolicySet, verdicts) -> str:
-    """What the source keys cited above stand for, once each (findings give only the keys);
-    the classifier's own files, cited by path, need no legend."""
+    """What the text of the verdicts above left to be said once: the reasons of the notes they
+    name, the classifier's files, and what the source keys cited stand for."""
     from .sources import label
 
+    out = []
+    notes = {}
+    for v in verdicts:
+        for f in v.findings:
+            if _fixed_note(f):
+                notes.setdefault((f.policy, f.version, f.rule), f)
+    if notes:
+        out.append("\nnot checked by msgpolicy (allowed notes, named on the messages above):\n")
+        out.extend(f"  {f.policy}/{f.version} {f.rule}: {f.reason} (sources: {', '.join(f.sources)})\n"
+                   for f in notes.values())
+    classifier = {}
+    for v in verdicts:
+        for f in v.findings:
+            if _classifier_finding(f):
+                classifier.setdefault(f.rule, f.sources)
+    if classifier:
+        files = list(dict.fromkeys(k for keys in classifier.values() for k in keys))
+        out.append(f"\nclassifier files ({', '.join(classifier)} cite them all):\n"
+                   + "".join(f"  {k}\n" for k in files))
     keys = dict.fromkeys(k for v in verdicts for f in v.findings for k in f.sources if k in policies.sources)
-    if not keys:
-        return ""
-    return "\nsources cited (`msgpolicy sources KEY` for URLs):\n" + "".join(
-        f"  {label(policies, k)}\n" for k in keys)
+    if keys:
+        out.append("\nsources cited (`msgpolicy sources KEY` for URLs):\n" + "".join(
+            f"  {label(policies, k)}\n" for k in keys))
+    return "".join(out)
 
 
 def verdicts_csv(verdicts) -> str:
@@ -365,6 +489,8 @@ def classify(file, fmt, policies_dir, map_file):
     if fmt == "csv":
         sys.stdout.write(rows_csv(rows))
     else:
+        if fmt == "text" and rows:  # the columns are not self-evident: which confidence is 0.51?
+            sys.stdout.write("message_id  category  confidence (of the category)  language  evidence\n")
         for row in rows:
             sys.stdout.write((orjson.dumps(row_json(row)).decode() if fmt in ("json", "jsonl") else row_text(row)) + "\n")
     sys.exit(EXIT_CLEAN)
@@ -454,6 +580,7 @@ def rules(on, marketplace, fmt, policies: PolicySet):
     if not data:
         click.echo(f"No modelled policy is in force on {day} in {marketplace}.")
         return
+    click.echo(CONFIDENCE_LEGEND + "\n")  # first, like timeline's: the tables' conf column uses the letters
     for v in data:
         to = v["effective_to"] or "…"
         click.echo(f"{v['policy']}/{v['version']}: {v['title']}  [{v['effective_from']}, {to})")
@@ -462,7 +589,6 @@ def rules(on, marketplace, fmt, policies: PolicySet):
                      f"{r['title']}\nwhen {r['condition']}\nsources: {', '.join(r['sources'])}") for r in v["rules"]],
                    wrap="title, condition and sources")
         click.echo("")
-    click.echo(CONFIDENCE_LEGEND)
     click.echo("Source keys: `msgpolicy sources KEY` gives each one's title, publisher, date and URL.")
 
 
@@ -507,8 +633,10 @@ def echo_table(headers, rows, wrap: str) -> None:
     click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
-CONFIDENCE_LEGEND = ("conf: how well the sources support a version or rule:\n"
-                     "  H several consistent sources, M one or two secondary ones, L a single, vague or contested one.")
+# The meaning of the letters, as docs/concepts.md gives it ("Confidence: H, M, L").
+CONFIDENCE_LEGEND = ("conf: how well its sources support a version, rule or alternative:\n"
+                     "  H several consistent sources (or an article and an Amazon page), M one or two secondary\n"
+                     "  sources, L its only source is vague or contested.")
 
 
 @main.command(short_help="Show what the source keys that findings cite stand for.")
@@ -571,18 +699,19 @@ def completion(shell):
 
 
 @main.command(short_help="Audit whole logs: summary report, per-message results, rejects.")
-@click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
 @click.option("--on", "on", metavar="DATE|TIMESTAMP",
               help="Judge every message as if sent at this instant (what-if); default: as sent.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "html"]), default="text",
               show_default=True, help="Format of the summary report.")
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
               help="Write the summary report here (default, or -: standard output).")
-@click.option("--results", type=click.Path(path_type=Path, dir_okay=False),
-              help="Per-message results, fields as `check --format json`; .jsonl, .csv or .parquet.")
-@click.option("--rejects", type=click.Path(path_type=Path, dir_okay=False),
-              help="Rejected records as JSON Lines (source, line, message_id, field, reason); "
-                   "default: reported on standard error.")
+@click.option("--results", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="Per-message results, fields as `check --format json`; .jsonl, .csv or .parquet "
+                   "(-: JSON Lines on standard output, the report then on standard error).")
+@click.option("--rejects", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="Rejected records as JSON Lines (source, line, message_id, field, reason; -: standard "
+                   "output, the report then on standard error); default: reported on standard error.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Worker processes (records are partitioned by buyer; output does not depend on it).")
 @click.option("--history-days", type=click.IntRange(1, MAX_HISTORY_DAYS), default=400, show_default=True,
@@ -606,7 +735,8 @@ def completion(shell):
 @fail_on_option
 def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_dir, alternatives, sensitivity,
           engine_name, map_file, quiet, fail_on):
-    """Judge whole logs (JSON Lines, CSV, Parquet) as a stream; bad records are set aside, never fatal.
+    """Judge whole logs (JSON Lines, CSV, Parquet; - reads JSON Lines from standard input) as a
+    stream; bad records are set aside, never fatal.
 
     History follows file order (a real export is sorted by sent_at); a message sent before a
     record already seen for its buyer is judged with the history so far and flagged out_of_order.
@@ -617,6 +747,10 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
       msgpolicy audit samples/2017-2025-sample.jsonl
       msgpolicy audit log.jsonl --results results.parquet --format html -o report.html
       msgpolicy audit export.csv --map export.map.yaml --rejects rejects.jsonl
+      zcat log.jsonl.gz | msgpolicy audit - --results - | jq -c 'select(.outcome == "violation")'
+
+    With --results - (or --rejects -) standard output carries only those JSON Lines; the
+    report goes to -o FILE, or else to standard error.
 
     Exit status: 0 all clean, 1 findings (see --fail-on), 2 usage/input error, every record
     rejected, or read != judged + rejected + events.
@@ -631,44 +765,66 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
         click.echo(f"policy error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     at = _parse_when(on)
+    report_to_stderr = _one_stdout(output, {"--results": results, "--rejects": rejects})
     for log in logs:
-        if not log.is_file():
+        if not _is_dash(log) and not log.is_file():
             click.echo(f"input error: {log}: no such file", err=True)
             sys.exit(EXIT_ERROR)
     check_outputs(logs, {"-o": output, "--results": results, "--rejects": rejects},
                   {"--results": RESULT_SUFFIXES, "--rejects": (".jsonl", ".json", ".ndjson")})
-    cfg = AuditConfig(paths=list(logs), at=at, jobs=jobs, history_days=history_days,
-                      results=results, rejects=rejects, mapping=_load_map(map_file), engine=engine_name)
-    # The bar goes to standard error whenever that is a terminal, even with stdout piped.
-    from .progress import AuditProgress, progress_wanted
+    with _Scratch() as scratch:
+        paths, names = scratch.inputs(logs)
+        # The engines write plain files: "-" outputs, and rejects whose source is standard input
+        # (renamed "-" on the way out), go through the scratch directory.
+        results_file = scratch.path("results.jsonl") if _is_dash(results) else results
+        rejects_file = scratch.path("rejects.jsonl") if rejects is not None and (names or _is_dash(rejects)) \
+            else rejects
+        cfg = AuditConfig(paths=paths, at=at, jobs=jobs, history_days=history_days, results=results_file,
+                          rejects=rejects_file, mapping=_load_map(map_file), engine=engine_name)
+        # The bar goes to standard error whenever that is a terminal, even with stdout piped.
+        from .progress import AuditProgress, progress_wanted
 
-    interactive = progress_wanted(sys.stderr, quiet)
-    try:
-        if interactive:
-            from rich.console import Console
+        interactive = progress_wanted(sys.stderr, quiet)
+        results_label = STDOUT if _is_dash(results) else results
+        try:
+            if interactive:
+                from rich.console import Console
 
-            with AuditProgress(logs, Console(stderr=True), results) as progress:
-                result = run_audit(policies, cfg, progress)
-        else:
-            result = run_audit(policies, cfg)
-    except RuntimeError as exc:
-        # Not a finding: exit 2 so a script never mistakes a failed audit for status 1.
-        click.echo(f"audit error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
-    for item in result.rejects:
-        click.echo("input error: " + _reject_text(item), err=True)
-    report = render(fmt, result, policies)
-    if sensitivity:
-        report = _with_sensitivity(fmt, report, logs, policies_dir, alternatives, at, jobs, history_days, results,
-                                   cfg.mapping)
-    _write_report(output, report)
+                with AuditProgress(paths, Console(stderr=True), results_label) as progress:
+                    result = run_audit(policies, cfg, progress)
+            else:
+                result = run_audit(policies, cfg)
+        except RuntimeError as exc:
+            # Not a finding: exit 2 so a script never mistakes a failed audit for status 1.
+            click.echo(f"audit error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        if names:
+            result.provenance["inputs"] = {names.get(k, k): h for k, h in result.provenance["inputs"].items()}
+            for item in result.rejects:
+                item["source"] = names.get(item["source"], item["source"])
+        if rejects_file is not None and rejects_file != rejects:
+            if _is_dash(rejects):
+                _renamed_jsonl(rejects_file, names, sys.stdout.buffer)
+            else:
+                with atomic_output(rejects, "wb") as fh:
+                    _renamed_jsonl(rejects_file, names, fh)
+        if _is_dash(results):
+            _copy_to_stdout(results_file)
+        for item in result.rejects:
+            click.echo("input error: " + _reject_text(item), err=True)
+        report = render(fmt, result, policies)
+        if sensitivity:
+            report = _with_sensitivity(fmt, report, paths, policies_dir, alternatives, at, jobs, history_days,
+                                       results_file, cfg.mapping)
+    _write_report(output, report, to_stderr=report_to_stderr)
     s = result.summary
     if not s.balanced:
         click.echo(f"audit error: read {s.read} != judged {s.judged} + rejected {s.rejected} "
                    f"+ buyer events {s.events}", err=True)
         sys.exit(EXIT_ERROR)
+    rejects_label = STDOUT if _is_dash(rejects) else rejects
     if s.rejected:
-        where = f" (see {rejects})" if rejects else ""
+        where = f" (see {rejects_label})" if rejects else ""
         if s.judged == 0 and s.events == 0:
             click.echo(f"audit error: all {s.rejected} record(s) rejected{where}; nothing was judged", err=True)
             sys.exit(EXIT_ERROR)
@@ -677,7 +833,7 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
         from .progress import written_line
 
         report_file = output if output is not None and str(output) != "-" else None
-        line = written_line(report_file, results, s.judged, rejects, s.rejected)  # one result per judged message
+        line = written_line(report_file, results_label, s.judged, rejects_label, s.rejected)
         if line:
             click.echo(line, err=True)
     sys.exit(EXIT_FINDINGS if _fails((o for o, n in s.outcomes.items() if n), fail_on) else EXIT_CLEAN)
@@ -712,7 +868,7 @@ EXIT_SAME, EXIT_DIFFERENT = 0, 1
 
 
 @main.command(short_help="Compare two readings on a log, or over every possible message.")
-@click.argument("logs", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("logs", nargs=-1, type=click.Path(path_type=Path, allow_dash=True))
 @click.option("--baseline", "baseline", multiple=True, metavar="SPEC",
               help="The reference side (default: shipped policies, judged as sent). SPEC items, comma-"
                    "separated or in repeated options: on=DATE|TIMESTAMP, alt:NAME, overlay:PATH.")
@@ -724,8 +880,9 @@ EXIT_SAME, EXIT_DIFFERENT = 0, 1
               show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
               help="Write the report here (default, or -: standard output).")
-@click.option("--changes", "changes_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Log mode: write every changed message as JSON Lines here.")
+@click.option("--changes", "changes_path", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="Log mode: write every changed message as JSON Lines here (-: standard output, the "
+                   "report then on standard error unless -o FILE).")
 @click.option("--summary-only", is_flag=True, help="Log mode: leave the list of changed messages out of the report.")
 @click.option("--max-regions", type=click.IntRange(1, None), default=3, show_default=True,
               help="Exhaustive mode: regions listed (each with a witness) per change.")
@@ -742,7 +899,8 @@ EXIT_SAME, EXIT_DIFFERENT = 0, 1
                    "outcome or a more severe one that the baseline did not (see `check --fail-on`).")
 def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary_only, max_regions, no_witnesses,
          jobs, history_days, policies_dir, map_file, fail_on):
-    """What changes between a baseline and a variant: on LOGS, or --exhaustive over every possible message.
+    """What changes between a baseline and a variant: on LOGS (- reads JSON Lines from standard
+    input), or --exhaustive over every possible message.
 
     \b
     Examples:
@@ -750,13 +908,13 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
       msgpolicy diff log.jsonl --variant alt:guidelines-from-2020-11-06
       msgpolicy diff log.jsonl --variant overlay:draft.yaml,alt:window-anchor-order-placed
       msgpolicy diff --exhaustive --variant overlay:draft.yaml
+      msgpolicy diff log.jsonl --variant on=2021-01-01 --changes - | jq -r .message_id
 
     Exit status: 0 no differences, 1 differences, 2 usage, input or policy error.
     """
     import time
 
-    from .report.diff import render_exhaustive, render_log_diff
-    from .whatif import JoinError, SideError, diff_logs, parse_side
+    from .whatif import SideError, parse_side
 
     try:
         side_a = parse_side(baseline, "--baseline")
@@ -767,18 +925,38 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
         raise click.UsageError("--exhaustive compares over every possible message: give no LOGS")
     if not exhaustive and not logs:
         raise click.UsageError("give one or more LOGS, or --exhaustive")
+    if exhaustive and changes_path is not None:
+        raise click.UsageError("--changes lists changed messages of LOGS: not with --exhaustive")
+    report_to_stderr = _one_stdout(output, {"--changes": changes_path})
     for log in logs:
-        if not log.is_file():
+        if not _is_dash(log) and not log.is_file():
             click.echo(f"input error: {log}: no such file", err=True)
             sys.exit(EXIT_ERROR)
     check_outputs(logs, {"-o": output, "--changes": changes_path},
                   {"--changes": (".jsonl", ".json", ".ndjson")} if changes_path is not None else None)
     start = time.perf_counter()
+    with _Scratch() as scratch:
+        report, differs = _diff_run(scratch, logs, side_a, side_b, exhaustive, fmt, changes_path, summary_only,
+                                    max_regions, no_witnesses, jobs, history_days, policies_dir, map_file, fail_on,
+                                    start, _text_width(output))
+    _write_report(output, report, to_stderr=report_to_stderr)
+    sys.exit(EXIT_DIFFERENT if differs else EXIT_SAME)
+
+
+def _diff_run(scratch, logs, side_a, side_b, exhaustive, fmt, changes_path, summary_only, max_regions,
+              no_witnesses, jobs, history_days, policies_dir, map_file, fail_on, start, width):
+    """The report and whether the sides differ (enough for --fail-on)."""
+    import time
+
+    from .report.diff import render_exhaustive, render_log_diff
+    from .whatif import JoinError, diff_logs
+
     try:
         if exhaustive:
             from .exhaustive import exhaustive_diff
             result = exhaustive_diff(side_a, side_b, policies_dir, max_regions=max_regions)
-            report = render_exhaustive(fmt, result, max_regions, witnesses=not no_witnesses)
+            report = render_exhaustive(fmt, result, max_regions, witnesses=not no_witnesses,
+                                       width=width)
             differs = result.differs if fail_on == "change" else _worsens(
                 ((r.label["from"], r.label["to"]) for r in result.outcomes), fail_on)
             sp = result.space
@@ -786,8 +964,16 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
                        f"explored, {sp['leaves']:,} leaves, {sp['regions']:,} regions, "
                        f"{sp['unrealised']} unrealised witness(es), {time.perf_counter() - start:.1f} s", err=True)
         else:
-            result = diff_logs(list(logs), side_a, side_b, policies_dir, jobs=jobs, history_days=history_days,
-                               changes_path=changes_path, mapping=_load_map(map_file))
+            paths, names = scratch.inputs(logs)
+            changes_file = scratch.path("changes.jsonl") if _is_dash(changes_path) else changes_path
+            result = diff_logs(paths, side_a, side_b, policies_dir, jobs=jobs, history_days=history_days,
+                               changes_path=changes_file, mapping=_load_map(map_file))
+            if names:
+                result.provenance["inputs"] = {names.get(k, k): h for k, h in result.provenance["inputs"].items()}
+                for item in result.rejects:
+                    item["source"] = names.get(item["source"], item["source"])
+            if _is_dash(changes_path):
+                _copy_to_stdout(changes_file)
             report = render_log_diff(fmt, result, include_changes=not summary_only)
             differs = result.summary.changed > 0 if fail_on == "change" else _worsens(
                 (pair for pair, n in result.summary.changed_by_transition.items() if n), fail_on)
@@ -801,8 +987,18 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
     except (RuntimeError, JoinError) as exc:
         click.echo(f"diff error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
-    _write_report(output, report)
-    sys.exit(EXIT_DIFFERENT if differs else EXIT_SAME)
+    return report, differs
+
+
+def _text_width(output) -> int:
+    """Fold text reports at the terminal's width when they go to one, else at 100 columns."""
+    from .report.diff import TEXT_WIDTH
+
+    if (output is None or _is_dash(output)) and sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size((TEXT_WIDTH, 24)).columns
+    return TEXT_WIDTH
 
 
 def _worsens(transitions, fail_on: str) -> bool:
@@ -848,6 +1044,9 @@ def test_cases(cases, fmt, run_pattern, show_coverage, policies_dir, verbose):
         raise click.BadParameter(f"not a regular expression: {exc}", param_hint="--run") from None
     runs = []
     for path in cases:
+        if _is_dash(path):  # a case's overlay paths are read relative to its file
+            raise click.UsageError("test cases are read from files (their overlay paths are relative to "
+                                   "the file): give a path, not -")
         if not path.is_file():
             click.echo(f"input error: {path}: no such file", err=True)
             sys.exit(EXIT_ERROR)
@@ -955,17 +1154,18 @@ def serve_token_add(name, tokens_file):
 
 
 @main.command(short_help="Judge logged decisions again; report those that would differ.")
-@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True, allow_dash=True))
 @click.option("--store", "store_url", metavar="URL", help="Replay the decision log of this store instead of FILE.")
 @click.option("--order-id", help="Only the decisions on this order.")
 @click.option("--since", metavar="TIMESTAMP", help="Only the decisions made at or after this UTC instant.")
-@click.option("--export", "export_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the selected decisions as JSON Lines here instead of replaying them.")
+@click.option("--export", "export_path", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+              help="Write the selected decisions as JSON Lines here (-: standard output) instead of replaying them.")
 @click.option("--policies", "policies_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Policy directory to judge with (default: the shipped policies).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def replay(file, store_url, order_id, since, export_path, policies_dir, fmt):
-    """Judge logged decisions again (from FILE, exported JSON Lines, or --store) and report those that differ.
+    """Judge logged decisions again (from FILE, exported JSON Lines, - for standard input, or --store)
+    and report those that differ.
 
     \b
     Examples:
@@ -981,23 +1181,33 @@ def replay(file, store_url, order_id, since, export_path, policies_dir, fmt):
     if (file is None) == (store_url is None):
         raise click.UsageError("give FILE or --store, not both")
     check_outputs([file] if file is not None else [], {"--export": export_path})
-    try:
-        if file is not None:
-            decisions = decisions_from_file(file)
-        else:
-            store = open_store(store_url)
-            decisions = decisions_from_store(store, order_id, since)
-        if export_path is not None:
-            n = export(decisions, export_path)
-            click.echo(f"{n} decision(s) written to {export_path}", err=True)
-            sys.exit(EXIT_CLEAN)
-        result = run_replay(load_policies(policies_dir), decisions)
-    except PolicyError as exc:
-        click.echo(f"policy error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
-    except (StoreError, ValueError, OSError) as exc:
-        click.echo(f"replay error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
+    with _Scratch() as scratch:
+        names: dict = {}
+        try:
+            if file is not None:
+                (path,), names = scratch.inputs([file])
+                decisions = decisions_from_file(path)
+            else:
+                store = open_store(store_url)
+                decisions = decisions_from_store(store, order_id, since)
+            if export_path is not None:
+                target = scratch.path("decisions.jsonl") if _is_dash(export_path) else export_path
+                n = export(decisions, target)
+                if _is_dash(export_path):
+                    _copy_to_stdout(target)
+                click.echo(f"{n} decision(s) written to {STDOUT if _is_dash(export_path) else export_path}",
+                           err=True)
+                sys.exit(EXIT_CLEAN)
+            result = run_replay(load_policies(policies_dir), decisions)
+        except PolicyError as exc:
+            click.echo(f"policy error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        except (StoreError, ValueError, OSError) as exc:
+            message = str(exc)
+            for spooled, name in names.items():  # errors name standard input as the user did
+                message = message.replace(spooled, name)
+            click.echo(f"replay error: {message}", err=True)
+            sys.exit(EXIT_ERROR)
     if fmt == "json":
         click.echo(orjson.dumps({"replayed": result.replayed, "changed": len(result.changed),
                                  "policy_content_changed": result.hash_changed,

@@ -50,11 +50,22 @@ def render_text(result, policies=None) -> str:
         for r in d["by_version"]:
             out.append(f"  {r['policy'] + '/' + r['version']:<{width}}  {r['outcome']:<13} {r['count']:>10}")
     if d["by_rule"]:
-        out.append("\nfindings by rule:")
+        # What needs attention first, most severe outcome first; the allowed notes (what applied,
+        # what was inferred, what msgpolicy does not check) after, in a section of their own.
+        severity = {o: -i for i, o in enumerate(OUTCOMES)}
+        findings = sorted((r for r in d["by_rule"] if r["outcome"] != "allowed"),
+                          key=lambda r: (severity[r["outcome"]], -r["count"]))
+        notes = [r for r in d["by_rule"] if r["outcome"] == "allowed"]
         width = max(len(f"{r['policy']}/{r['version']} {r['rule']}") for r in d["by_rule"])
-        for r in d["by_rule"]:
+        out.append("\nfindings by rule:" + ("" if findings else " none but the allowed notes below"))
+        for r in findings:
             name = f"{r['policy']}/{r['version']} {r['rule']}"
             out.append(f"  {r['outcome']:<13} {name:<{width}} {r['count']:>10}")
+        if notes:
+            out.append("\nallowed notes by rule (what applied, what was inferred, what is not checked):")
+            for r in notes:
+                name = f"{r['policy']}/{r['version']} {r['rule']}"
+                out.append(f"  {name:<{width + 14}} {r['count']:>10}")  # counts in the column above
     if d["by_month"]:
         out.append("\nby month:  " + "  ".join(f"{o:>13}" for o in OUTCOMES))
         for r in d["by_month"]:

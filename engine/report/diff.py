@@ -136,17 +136,67 @@ def _where_text(where: dict) -> str:
     return "; ".join(f"{k} = {v}" for k, v in where.items())
 
 
-def _witness_text(region, indent: str) -> list[str]:
+# Text reports off a terminal (a file, a pipe) are folded at this width.
+TEXT_WIDTH = 100
+
+
+class _Folder:
+    """Text lines, long ones folded at word boundaries by rich within `width`, a continuation
+    under the start of its text; facts as two-column grids (name, value) whose values fold."""
+
+    def __init__(self, width: int):
+        from rich.console import Console
+
+        self.width = max(40, width)
+        self.console = Console(width=self.width, file=io.StringIO(), highlight=False, markup=False,
+                               emoji=False, color_system=None)
+        self.lines: list[str] = []
+
+    def _render(self, renderable, width: int) -> list[str]:
+        with self.console.capture() as captured:
+            self.console.print(renderable, markup=False, width=max(20, width))
+        return [line.rstrip() for line in captured.get().splitlines()]
+
+    def line(self, text: str, hang: int = 2) -> None:
+        from rich.padding import Padding
+        from rich.text import Text
+
+        indent = len(text) - len(text.lstrip(" "))
+        body = text[indent:]
+        if indent + len(body) <= self.width:
+            self.lines.append(text)
+            return
+        folded = self._render(Padding(Text(body, overflow="fold"), (0, 0, 0, hang)), self.width - indent)
+        self.lines.append(" " * indent + folded[0].lstrip(" "))
+        self.lines.extend(" " * indent + row for row in folded[1:])
+
+    def facts(self, indent: int, pairs) -> None:
+        from rich.padding import Padding
+        from rich.table import Table
+        from rich.text import Text
+
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        for name, value in pairs:
+            grid.add_row(Text(name), Text(value, overflow="fold"))
+        self.lines.extend(self._render(Padding(grid, (0, 0, 0, indent)), self.width))
+
+
+def _witness_text(out: "_Folder", region, indent: int) -> None:
+    pad = " " * indent
     if region.witness is None:
-        return [f"{indent}witness: none could be written (unrealised)"]
+        out.line(f"{pad}witness: none could be written (unrealised)")
+        return
     state = "reproduces the change" if region.verified else "DOES NOT reproduce the change (unrealised)"
-    lines = [f"{indent}witness ({state}; judge the last record, W):"]
-    for rec in region.witness:
-        lines.append(indent + "  " + orjson.dumps(rec).decode())
-    return lines
+    out.line(f"{pad}witness ({state}; judge the last record, W; --format json gives the records):")
+    for i, rec in enumerate(region.witness, start=1):
+        name = "W" if i == len(region.witness) else f"history {i}"
+        out.line(f"{pad}  {name}:")
+        out.facts(indent + 4, [(k, orjson.dumps(v).decode()) for k, v in rec.items()])
 
 
-def render_exhaustive(fmt: str, d, max_regions: int = 3, witnesses: bool = True) -> str:
+def render_exhaustive(fmt: str, d, max_regions: int = 3, witnesses: bool = True, width: int = TEXT_WIDTH) -> str:
     data = exhaustive_dict(d, max_regions)
     if fmt == "json":
         return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
@@ -167,41 +217,47 @@ def render_exhaustive(fmt: str, d, max_regions: int = 3, witnesses: bool = True)
     if fmt == "html":
         return _html_page("msgpolicy diff --exhaustive", _exhaustive_html(data))
     sp = data["space"]
-    out = ["msgpolicy diff --exhaustive",
-           f"baseline: {data['baseline']['label']}",
-           f"variant:  {data['variant']['label']}",
-           f"space: {_n(sp['vectors'])} fact vectors ({_n(sp['classes'])} after merging values no rule tells apart) "
-           f"in {sp['differing_contexts']} of {sp['contexts']} contexts (the rest have the same versions on both sides)"]
+    out = _Folder(width)
+    for text in ("msgpolicy diff --exhaustive", f"baseline: {data['baseline']['label']}",
+                 f"variant:  {data['variant']['label']}",
+                 f"space: {_n(sp['vectors'])} fact vectors ({_n(sp['classes'])} after merging values no rule tells "
+                 f"apart) in {sp['differing_contexts']} of {sp['contexts']} contexts (the rest have the same "
+                 "versions on both sides)"):
+        out.line(text)
     alike = sum(1 for c in data["contexts"] if not c["differs"])
     if alike:
-        out.append(f"  {alike} of them judge every message alike (their version files differ only in "
-                   "what no rule reads, e.g. a date outside the interval)")
+        out.line(f"  {alike} of them judge every message alike (their version files differ only in "
+                 "what no rule reads, e.g. a date outside the interval)")
     for c in data["contexts"]:
         if not c["differs"]:
             continue
         sent = "; ".join((f"[{s['from'] or '…'}, {s['to'] or '…'})" if s["from"] or s["to"] else "any date")
                          + f" {','.join(s['marketplaces'])}" for s in c["sent"])
-        out.append(f"  context {c['id']}: sent {sent}")
-        out.append(f"    baseline: {', '.join(c['baseline']) or 'no policy'}")
-        out.append(f"    variant:  {', '.join(c['variant']) or 'no policy'}")
-        out.append("    dimensions: " + " × ".join(f"{k} {v}" for k, v in c["dimensions"].items())
-                   + f" = {_n(c['vectors'])}")
+        out.line(f"  context {c['id']}: sent {sent}")
+        out.line(f"    baseline: {', '.join(c['baseline']) or 'no policy'}")
+        out.line(f"    variant:  {', '.join(c['variant']) or 'no policy'}")
+        out.line("    dimensions: " + " × ".join(f"{k} {v}" for k, v in c["dimensions"].items())
+                 + f" = {_n(c['vectors'])}")
     if not d.differs:
-        out.append("\nno differences")
-        return "\n".join(out) + "\n"
+        out.lines += ["", "no differences"]
+        return "\n".join(out.lines) + "\n"
 
     def section(title, rows, head):
-        out.append("")
-        out.append(title)
+        out.lines += ["", title]
         for row, obj in zip(rows, head):
-            out.append(f"  [context {row.context}] {obj}: {_n(row.vectors)} vectors in {len(row.regions)} region(s)")
+            out.line(f"  [context {row.context}] {obj}: {_n(row.vectors)} vectors in {len(row.regions)} region(s)")
             for region in row.regions[:max_regions]:
-                out.append(f"    {_n(region.vectors)} where {_where_text(region.where)}")
+                # a region's facts one a line: its values fold within the width, not one long line
+                if region.where:
+                    out.line(f"    {_n(region.vectors)} vectors where")
+                    out.facts(6, [(k, str(v)) for k, v in region.where.items()])
+                else:
+                    out.line(f"    {_n(region.vectors)} vectors: every message")
                 if witnesses:
-                    out.extend(_witness_text(region, "      "))
+                    _witness_text(out, region, 6)
             hidden = len(row.regions) - max_regions
             if hidden > 0:
-                out.append(f"    … {hidden} more region(s) (--max-regions)")
+                out.line(f"    … {hidden} more region(s) (--max-regions)")
 
     def arrow(label):
         return f"{label['from']} → {label['to']}"
@@ -212,8 +268,9 @@ def render_exhaustive(fmt: str, d, max_regions: int = 3, witnesses: bool = True)
                 [arrow(r.label) + " " + " ".join([f"+{x}" for x in r.label["appeared"]] +
                                                  [f"-{x}" for x in r.label["disappeared"]]) for r in d.changes])
     for note in d.notes:
-        out.append(f"\nnote: {note}")
-    return "\n".join(out) + "\n"
+        out.lines.append("")
+        out.line(f"note: {note}")
+    return "\n".join(out.lines) + "\n"
 
 
 # ---- sensitivity (audit --sensitivity) ---------------------------------------------------------

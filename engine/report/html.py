@@ -18,7 +18,7 @@ body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24p
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde2ea;padding-bottom:4px}
 .muted{color:#667085} .cards{display:flex;gap:12px;flex-wrap:wrap;margin:14px 0}
 .card{border:1px solid #dde2ea;border-radius:8px;padding:10px 14px;min-width:120px}
-.card b{display:block;font-size:20px} .ok{color:#3a9d5d} .bad{color:#d64545}
+.card b{display:block;font-size:20px} .card i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px} .ok{color:#3a9d5d} .bad{color:#d64545}
 table{border-collapse:collapse;width:100%;font-size:13px} th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eef1f5}
 th{background:#f6f8fb} th.n{text-align:right} td.n{text-align:right;font-variant-numeric:tabular-nums} code{font-size:12px;word-break:break-all}
 .legend span{display:inline-block;margin-right:14px} .legend i{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;vertical-align:-1px}
@@ -134,7 +134,10 @@ def _month_chart(rows, boundaries) -> str:
         january = m.endswith("-01")
         if yearly:
             parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + (6 if january else 3)}" stroke="#98a2b3"/>')
-            if january and int(m[:4]) % label_every == 0:
+            # the first year gets a label too when it starts after January and has room for one
+            first_year = i == 0 and not january and 12 - int(m[5:7]) + 1 >= label_every * 6 \
+                and (13 - int(m[5:7])) * bw >= _text_width("2020", 11) + 10
+            if first_year or (january and int(m[:4]) % label_every == 0):
                 parts.append(f'<text x="{x:.1f}" y="{base + 18}" font-size="11" text-anchor="middle" '
                              f'fill="#667085">{m[:4]}</text>')
         elif i % label_every == 0:
@@ -157,17 +160,42 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
 
 
-def _top_rules(rows, policies, categories_inferred: bool, limit=12) -> str:
-    """The most frequent findings other than notes, each with a bar and what to do about it."""
+def _rule_rows(by_rule, policies, categories_inferred: bool, per_outcome: int):
+    """The findings other than notes, one row per rule and outcome: a rule's versions that
+    advise alike are summed into one row (the same advice is not repeated per version). Most
+    severe outcome first, the most frequent first within it; at most `per_outcome` rows an
+    outcome, so a long list of violations leaves room for the indeterminate and blocked."""
     from .advice import what_to_do
 
-    rows = rows[:limit]
+    groups: dict[tuple, dict] = {}
+    for r in by_rule:
+        if r["outcome"] == "allowed":
+            continue
+        advice = what_to_do(policies, r["policy"], r["version"], r["rule"], r["outcome"], categories_inferred)
+        key = (r["outcome"], r["policy"], r["rule"], advice)
+        group = groups.setdefault(key, {**r, "versions": [], "count": 0, "advice": advice})
+        group["versions"].append(r["version"])
+        group["count"] += r["count"]
+    severity = {o: -i for i, o in enumerate(OUTCOMES)}
+    rows = sorted(groups.values(), key=lambda g: (severity[g["outcome"]], -g["count"], g["policy"], g["rule"]))
+    shown, hidden = [], {}
+    for g in rows:
+        if sum(1 for x in shown if x["outcome"] == g["outcome"]) < per_outcome:
+            shown.append(g)
+        else:
+            hidden[g["outcome"]] = hidden.get(g["outcome"], 0) + 1
+    return shown, hidden
+
+
+def _top_rules(by_rule, policies, categories_inferred: bool, per_outcome=8) -> str:
+    """The findings other than notes, each with a bar and what to do about it."""
+    rows, hidden = _rule_rows(by_rule, policies, categories_inferred, per_outcome)
     if not rows:
         return "<p class=muted>None.</p>"
     peak = max(r["count"] for r in rows) or 1
     out = ["<table class=rules><tr><th>rule → outcome</th><th class=n>findings</th><th></th></tr>"]
     for r in rows:
-        advice = what_to_do(policies, r["policy"], r["version"], r["rule"], r["outcome"], categories_inferred)
+        advice = r["advice"]
         todo = ""
         if advice is not None:
             items = "".join(f"<li>{_inline(i)}</li>" for i in advice.items)
@@ -175,12 +203,21 @@ def _top_rules(rows, policies, categories_inferred: bool, limit=12) -> str:
                     + (f"<ul>{items}</ul>" if items else "") + "</div>")
         share = 100 * r["count"] / peak
         out.append(
-            f'<tr><td><b>{_e(r["rule"])}</b> → {_e(r["outcome"])}<br><span class=muted>{_e(r["policy"])}/{_e(r["version"])}</span></td>'
+            f'<tr><td><b>{_e(r["rule"])}</b> → {_e(r["outcome"])}<br><span class=muted>{_e(r["policy"])}/'
+            f'{_e(", ".join(r["versions"]))}</span></td>'
             f'<td class=n>{r["count"]:,}</td>'
             f'<td class=barcell><div class=bar style="width:{share:.1f}%;background:{COLORS.get(r["outcome"], "#5b7db1")}"></div>'
             + todo + "</td></tr>")
     out.append("</table>")
+    if hidden:
+        out.append("<p class=muted>Not shown: " + ", ".join(f"{n:,} more {_e(o)} rule(s)" for o, n in hidden.items())
+                   + " (every rule is in the text and JSON summaries).</p>")
     return "".join(out)
+
+
+def _card(label: str, value: int) -> str:
+    mark = f'<i style="background:{COLORS[label]}"></i>' if label in COLORS else ""
+    return f"<div class=card><span class=muted>{mark}{_e(label)}</span><b>{value:,}</b></div>"
 
 
 def render_html(result, policies=None) -> str:
@@ -193,10 +230,11 @@ def render_html(result, policies=None) -> str:
             boundaries.append((r["effective_from"], r["version"]))
     boundaries.sort()
     findings = sum(d["outcomes"][o] for o in ("blocked", "indeterminate", "violation"))
-    cards = [("read", c["read"]), ("judged", c["judged"]), ("rejected", c["rejected"]),
-             ("buyer events", c["buyer_events"])] + [(o, d["outcomes"][o]) for o in OUTCOMES]
+    # Two rows of cards, so the outcomes never wrap apart: what was read, then how it was judged.
+    counts = [("read", c["read"]), ("judged", c["judged"]), ("rejected", c["rejected"]),
+              ("buyer events", c["buyer_events"])]
+    outcomes = [(o, d["outcomes"][o]) for o in OUTCOMES]
     legend = "".join(f'<span><i style="background:{COLORS[o]}"></i>{o}</span>' for o in OUTCOMES)
-    top_rules = [r for r in d["by_rule"] if r["outcome"] != "allowed"]
     worst = "".join(
         f'<tr><td><code>{_e(r["order_id"])}</code></td><td class=n>{r["violation"]:,}</td>'
         f'<td class=n>{r["indeterminate"]:,}</td><td class=n>{r["blocked"]:,}</td></tr>'
@@ -219,13 +257,13 @@ def render_html(result, policies=None) -> str:
 <html lang=en><head><meta charset=utf-8><title>msgpolicy audit</title><style>{CSS}</style></head><body>
 <h1>Messaging compliance audit</h1>
 <div class=muted>msgpolicy {_e(p["engine_version"])} · {_e(", ".join(p["inputs"]))} · {status}</div>
-<div class=cards>{"".join(f"<div class=card><span class=muted>{_e(k)}</span><b>{v:,}</b></div>" for k, v in cards)}</div>
+{"".join(f'<div class=cards>{"".join(_card(k, v) for k, v in row)}</div>' for row in (counts, outcomes))}
 <div class=muted>{balance}{f" · {c['out_of_order']:,} out of order (flagged)" if c["out_of_order"] else ""} · rejected by field: {rejects}</div>
 <h2>Outcomes per month</h2>
 <div class=legend>{legend}<span class=muted>dashed lines: policy version boundaries</span></div>
 {_month_chart(d["by_month"], boundaries)}
-<h2>Top rules (findings other than notes)</h2>
-{_top_rules(top_rules, policies, any(r["policy"] == CLASSIFIER_POLICY for r in d["by_rule"]))}
+<h2>Rules with findings (most severe first; allowed notes left out)</h2>
+{_top_rules(d["by_rule"], policies, any(r["policy"] == CLASSIFIER_POLICY for r in d["by_rule"]))}
 <h2>Worst orders</h2>
 <table><tr><th>order</th><th class=n>violation</th><th class=n>indeterminate</th><th class=n>blocked</th></tr>{worst or "<tr><td colspan=4 class=muted>none</td></tr>"}</table>
 <h2>By policy version</h2>

@@ -76,3 +76,17 @@ def test_replay_filters_and_errors(client, store_url, tmp_path):
     r = runner.invoke(main, ["replay", str(bad)])
     assert r.exit_code == 2 and "line 1" in r.output
     assert runner.invoke(main, ["replay"]).exit_code == 2
+
+
+def test_replay_reads_and_exports_through_dash(client, store_url, tmp_path):
+    _traffic(client)
+    runner = CliRunner()
+    exported = tmp_path / "decisions.jsonl"
+    assert runner.invoke(main, ["replay", "--store", store_url, "--export", str(exported)]).exit_code == 0
+    piped = runner.invoke(main, ["replay", "--store", store_url, "--export", "-"])
+    assert piped.exit_code == 0 and piped.stdout_bytes == exported.read_bytes()
+    assert "7 decision(s) written to standard output" in piped.stderr
+    again = runner.invoke(main, ["replay", "-"], input=exported.read_bytes())
+    assert again.exit_code == 0 and "7 decision(s) replayed, 0 would now differ" in again.stdout
+    bad = runner.invoke(main, ["replay", "-"], input=b"{}\n")
+    assert bad.exit_code == 2 and "replay error: - line 1: not a decision" in bad.stderr

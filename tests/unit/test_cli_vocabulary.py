@@ -181,3 +181,16 @@ def test_rules_wrap_long_conditions_within_the_width():
     assert len(longest) > 100
     assert " ".join(longest.split()) in " ".join(" ".join(line[24:].split()) for line in text.splitlines()
                                                   if line.startswith(" " * 10) or line[:1].isalnum())
+
+
+def test_the_confidence_legend_says_what_the_concepts_page_says_and_comes_first():
+    from engine.cli import CONFIDENCE_LEGEND
+
+    concepts = " ".join((ROOT / "docs" / "concepts.md").read_text(encoding="utf-8").split())
+    legend = " ".join(CONFIDENCE_LEGEND.split())
+    for meaning in ("several consistent sources", "(or an article and an Amazon page)",
+                    "one or two secondary sources", "only source is vague or contested"):
+        assert meaning in legend and meaning in concepts, meaning
+    for command in (("rules", "--on", "2017-04-01"), ("timeline",)):
+        out = run(*command).stdout
+        assert out.index("conf: how well") < out.index(" conf ")  # the legend before the first table

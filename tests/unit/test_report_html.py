@@ -50,7 +50,8 @@ def test_the_month_axis_has_every_month_round_ticks_and_titles(report):
     svg = re.search(r'<svg[^>]*aria-label="messages judged per month.*?</svg>', report, re.S).group(0)
     # one tick mark per month from the first to the last (2017-03 .. 2025-06), years labelled
     assert len(re.findall(r'<line x1="([\d.]+)" x2="\1" y1="\d+" y2="\d+" stroke="#98a2b3"/>', svg)) == 100
-    assert [y for y in re.findall(r">(20\d\d)</text>", svg)] == [str(y) for y in range(2018, 2026)]
+    # 2017 too, though the axis starts in March: the year has room for its label
+    assert [y for y in re.findall(r">(20\d\d)</text>", svg)] == [str(y) for y in range(2017, 2026)]
     ticks = [int(t.replace(",", "")) for t in re.findall(r'text-anchor="end" fill="#667085">([\d,]+)</text>', svg)]
     assert ticks == nice_ticks(max(ticks))
     assert "messages judged</text>" in svg and "month judged (2017-03 to 2025-06" in svg
@@ -115,3 +116,22 @@ def test_chromium_renders_the_report(report, tmp_path):
         assert shot.stat().st_size > 20_000
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_rules_most_severe_first_one_row_per_rule_across_versions(report):
+    rows = re.findall(r"<tr><td><b>([^<]+)</b> → (\w+)<br><span class=muted>([^<]+)</span></td><td class=n>([\d,]+)",
+                      report)
+    outcomes = [o for _, o, _, _ in rows]
+    severity = ["violation", "indeterminate", "blocked"]
+    assert outcomes == sorted(outcomes, key=severity.index) and set(outcomes) == set(severity)
+    # D2 blocked under three versions with the same advice: one row, their sum
+    [d2] = [r for r in rows if r[:2] == ("D2", "blocked")]
+    assert d2[2] == "2017-optout/all-marketplaces, important-retired, rollout" and d2[3] == "4"
+    assert outcomes.count("violation") == 8 and "Not shown: 7 more violation rule(s)" in report
+
+
+def test_outcome_cards_have_a_row_of_their_own(report):
+    rows = re.findall(r"<div class=cards>(.*?)</div></div>(?=<div class=cards>|\n)", report, re.S)
+    assert len(rows) == 2
+    assert "buyer events" in rows[0] and "violation" not in rows[0]
+    assert all(o in rows[1] for o in ("no_policy", "allowed", "blocked", "indeterminate", "violation"))
