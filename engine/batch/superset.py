@@ -194,3 +194,84 @@ def superset_pattern(pattern: str, flags: int = 0) -> Optional[str]:
 
 def needs_fold_doubt(flags: int) -> bool:
     return bool(flags & re.IGNORECASE)
+
+
+# ---- required literals: a cheaper first cut than the superset ----------------------------------
+
+_SHORTEST_USEFUL = 3  # a literal shorter than this occurs in nearly every message: no cut
+
+# Non-ASCII characters whose lower, upper or folded case holds an ASCII character (the
+# Kelvin sign, long s, the fi ligature...): a case-insensitive regex may equate them with
+# ASCII letters, an ASCII-case-insensitive literal search does not. Rows holding one, or a
+# FOLD_DOUBT character, always pass the literal cut. Written out because finding them takes
+# a pass over every code point; tests/batch/test_superset.py checks the list.
+ASCII_FOLD_DOUBT = ("\u00df\u0130\u0131\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a\u1e9e\u212a"
+                    "\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06")
+LITERAL_DOUBT_PATTERN = "[" + "".join("\\x{%x}" % ord(c) for c in sorted(set(FOLD_DOUBT) | set(ASCII_FOLD_DOUBT))) + "]"
+
+
+def _best(current: Optional[frozenset], found: Optional[frozenset]) -> Optional[frozenset]:
+    """The more selective of two literal sets (longer shortest literal, then fewer literals)."""
+    if not found or "" in found:
+        return current
+    if current is None:
+        return found
+    key = lambda s: (min(map(len, s)), -len(s))  # noqa: E731
+    return found if key(found) > key(current) else current
+
+
+def _literals_of(items, folded: bool) -> Optional[frozenset]:
+    """A set of strings at least one of which every match of `items` contains (None: no
+    such set is known). Under IGNORECASE a non-ASCII literal character is left out: the
+    caller compares ASCII letters case-insensitively, and Python folds other scripts too."""
+    best: Optional[frozenset] = None
+    run: list[str] = []
+
+    def close() -> None:
+        nonlocal best
+        if run:
+            best = _best(best, frozenset(["".join(run)]))
+            run.clear()
+
+    for op, av in items:
+        if op is LITERAL and not (folded and av > 0x7F):
+            run.append(chr(av))
+            continue
+        if op in (AT, ASSERT, ASSERT_NOT):
+            continue  # zero-width: the characters either side are consumed next to each other
+        close()
+        if op is SUBPATTERN:
+            _group, add, remove, body = av
+            if not (add | remove) & re.IGNORECASE:  # a change of case rules: nothing taken from it
+                best = _best(best, _literals_of(body, folded))
+        elif op is ATOMIC_GROUP:
+            best = _best(best, _literals_of(av, folded))
+        elif op is BRANCH:
+            alternatives = [_literals_of(alt, folded) for alt in av[1]]
+            if all(alternatives):
+                best = _best(best, frozenset().union(*alternatives))
+        elif op in (MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT) and av[0] >= 1:
+            best = _best(best, _literals_of(av[2], folded))
+        # any other item (a class, any character, a backreference) only breaks the run
+    close()
+    return best
+
+
+def required_literals(pattern: str, flags: int = 0) -> Optional[tuple[frozenset, bool]]:
+    """(literals, case-insensitive): every text `pattern` matches contains one of the literals,
+    compared ASCII-case-insensitively when the flag says so (rows matching
+    LITERAL_DOUBT_PATTERN must then pass anyway). None: no selective set is known."""
+    try:
+        parsed = sre_parse.parse(pattern, flags)
+    except (re.error, RecursionError):
+        return None
+    folded = bool(parsed.state.flags & re.IGNORECASE)
+    if folded != bool(flags & re.IGNORECASE):
+        return None  # "(?i)" inside the pattern: its caller would not let FOLD_DOUBT rows through
+    try:
+        found = _literals_of(parsed.data, folded)
+    except RecursionError:
+        return None
+    if not found or min(map(len, found)) < _SHORTEST_USEFUL:
+        return None
+    return found, folded
