@@ -20,12 +20,16 @@ import polars as pl
 from .. import detectors
 from ..detectors import (_CLOCK, _HREF, _HTML_HINT, _URL, OnlyPatternsDetector, PatternDetector, PatternTimeout,
                          PhrasesDetector, UrlDetector, _host_matches, _url_host, body_text)
-from .superset import FOLD_DOUBT_PATTERN, LITERAL_DOUBT_PATTERN, required_literals, superset_pattern
+from .superset import FOLD_DOUBT_PATTERN, superset_pattern
 
 
-def _mask(column: pl.Series, patterns: list[tuple[str, int]], doubt: Optional[pl.Series] = None) -> pl.Series:
-    """Rows where any of the (Python pattern, flags) may match: a superset, never fewer.
-    `doubt` is the column's literal_doubt() when the caller has it."""
+def fold_doubt(column: pl.Series) -> pl.Series:
+    """Rows holding a character that only Python's IGNORECASE folds (engine.batch.superset)."""
+    return column.str.contains(FOLD_DOUBT_PATTERN).fill_null(False)
+
+
+def _mask(column: pl.Series, patterns: list[tuple[str, int]]) -> pl.Series:
+    """Rows where any of the (Python pattern, flags) may match: a superset, never fewer."""
     if not len(column):
         return pl.Series(dtype=pl.Boolean)
     combined = _combined(tuple(patterns))
@@ -33,50 +37,7 @@ def _mask(column: pl.Series, patterns: list[tuple[str, int]], doubt: Optional[pl
         return pl.Series(values=[True] * len(column), dtype=pl.Boolean)
     # One pass of Rust's regex over the column for all the patterns (an alternation of
     # supersets is a superset of the union); each keeps its own flags inside its group.
-    return _on_candidates(column, patterns, doubt, lambda texts: texts.str.contains(combined).fill_null(False),
-                          pl.Boolean, False)
-
-
-def literal_doubt(column: pl.Series) -> pl.Series:
-    """Rows that IGNORECASE matching may read differently from Rust's regex or from an
-    ASCII-case-insensitive literal search (engine.batch.superset): they always pass a cut."""
-    return column.str.contains(LITERAL_DOUBT_PATTERN).fill_null(False)
-
-
-def _on_candidates(column: pl.Series, patterns, doubt, run: Callable[[pl.Series], pl.Series], dtype, outside):
-    """run() on the rows that hold one of the patterns' required literals (an Aho-Corasick
-    pass, several times cheaper than the regex), `outside` on the others; on every row when
-    some pattern has no selective literal. Under IGNORECASE the rows `doubt` (literal_doubt)
-    marks are always run: the literals compare ASCII letters only."""
-    literals = _literals(tuple(patterns))
-    if literals is None:
-        return run(column)
-    strings, folded = literals
-    candidates = column.str.contains_any(strings, ascii_case_insensitive=folded).fill_null(False)
-    if folded:
-        candidates = candidates | (literal_doubt(column) if doubt is None else doubt)
-    rows = candidates.arg_true()
-    out = pl.Series(values=[outside] * len(column), dtype=dtype) if outside is not None else \
-        pl.Series(values=[None] * len(column), dtype=dtype)
-    if len(rows):
-        out.scatter(rows, run(column.gather(rows)).cast(dtype))
-    return out
-
-
-@functools.cache
-def _literals(patterns: tuple[tuple[str, int], ...]) -> Optional[tuple[list, bool]]:
-    """The union of the patterns' required literals, if every pattern has some and all share
-    one case rule."""
-    found, rules = set(), set()
-    for pattern, flags in patterns:
-        literals = required_literals(pattern, flags)
-        if literals is None:
-            return None
-        found |= literals[0]
-        rules.add(literals[1])
-    if len(rules) != 1:
-        return None
-    return sorted(found), rules.pop()
+    return column.str.contains(combined).fill_null(False)
 
 
 @functools.cache
@@ -108,7 +69,7 @@ class Views:
     def body(self) -> pl.Series:
         bodies = self.values("html")
         texts = list(bodies)
-        for i in _mask(self.html, [(_HTML_HINT.pattern, _HTML_HINT.flags)], self._html_doubt(_HTML_HINT)).arg_true().to_list():
+        for i in _mask(self.html, [(_HTML_HINT.pattern, _HTML_HINT.flags)]).arg_true().to_list():
             if _HTML_HINT.search(bodies[i]):
                 texts[i] = body_text(bodies[i])
         return pl.Series(texts, dtype=pl.String)
@@ -121,21 +82,19 @@ class Views:
     def links(self) -> pl.Series:
         bodies = self.values("html")
         links = [""] * len(bodies)
-        for i in _mask(self.html, [(_HREF.pattern, _HREF.flags)], self._html_doubt(_HREF)).arg_true().to_list():
+        for i in _mask(self.html, [(_HREF.pattern, _HREF.flags)]).arg_true().to_list():
             links[i] = "\n".join(_HREF.findall(bodies[i]))
         return pl.Series(links, dtype=pl.String)
 
     def column(self, name: str) -> pl.Series:
         return getattr(self, name)
 
-    def _html_doubt(self, regex: re.Pattern) -> Optional[pl.Series]:
-        return self.doubt("html") if regex.flags & re.IGNORECASE else None
-
     def doubt(self, name: str) -> pl.Series:
-        """literal_doubt() of a view, computed once for all the detectors reading it."""
+        """fold_doubt() of a view, computed once for all the detectors that read it (a pass
+        over the whole column costs about as much as a detector's own)."""
         found = self._doubts.get(name)
         if found is None:
-            found = self._doubts[name] = literal_doubt(self.column(name))
+            found = self._doubts[name] = fold_doubt(self.column(name))
         return found
 
     def values(self, name: str) -> list:
@@ -181,22 +140,22 @@ def _starts(column: pl.Series, patterns: list[tuple[str, int]], doubt: Optional[
 
     The superset matches wherever the Python pattern does, at the same start, so its
     leftmost match is at or before the Python one's. Under IGNORECASE a row holding a
-    character Python may fold otherwise (literal_doubt) may match the superset nowhere near
-    the Python match: such rows start at 0, as do all rows when the patterns have no superset."""
+    character only Python folds may match the superset nowhere near the Python match:
+    such rows start at 0, as do all rows when the patterns have no superset. `doubt` is the
+    column's fold_doubt(), if known."""
     combined = _combined(tuple(patterns))
     if combined is None:
         return pl.Series(values=[0] * len(column), dtype=pl.UInt32)
-    if any(flags & re.IGNORECASE for _, flags in patterns) and doubt is None:
-        doubt = literal_doubt(column)
-    starts = _on_candidates(column, patterns, doubt, lambda texts: texts.str.find(combined), pl.UInt32, None)
-    if doubt is not None:
+    starts = column.str.find(combined)
+    if any(flags & re.IGNORECASE for _, flags in patterns):
+        doubt = fold_doubt(column) if doubt is None else doubt
         starts = pl.select(pl.when(doubt).then(pl.lit(0, dtype=starts.dtype)).otherwise(starts)).to_series()
     return starts
 
 
 def _regex_detector(spec, views: Views) -> Result:
     patterns = [(p, spec._flags) for p in spec._alternative_patterns()]
-    folded = any(flags & re.IGNORECASE for _, flags in patterns)
+    folded = bool(spec._flags & re.IGNORECASE)
     starts = pl.DataFrame([_starts(views.column(name), patterns, views.doubt(name) if folded else None).alias(f"f{k}")
                            for k, name in enumerate(spec.fields)])
     candidates = starts.with_row_index("row").filter(pl.any_horizontal(pl.all().exclude("row").is_not_null()))
@@ -224,16 +183,14 @@ def _regex_detector(spec, views: Views) -> Result:
 
 
 def _only_patterns(spec: OnlyPatternsDetector, views: Views) -> Result:
-    doubt = None
     if len(spec.fields) == 1:
         joined = views.column(spec.fields[0])
-        doubt = views.doubt(spec.fields[0]) if spec._flags & re.IGNORECASE else None
     else:
         joined = pl.select(pl.concat_str([pl.lit(views.column(f)) for f in spec.fields], separator="\n")).to_series()
     flags = spec._flags
     # A text counts only if a required pattern matches (when there are any) and some pattern
     # matches: the required ones are the rarer, and either mask alone is a superset.
-    mask = _mask(joined, [(p, flags) for p in (spec.required_patterns or spec.patterns)], doubt)
+    mask = _mask(joined, [(p, flags) for p in (spec.required_patterns or spec.patterns)])
     rows = mask.arg_true().to_list()
     checked = _each_distinct(joined.filter(mask).to_list(), range(len(rows)),
                              lambda text: _timed(lambda: spec.check(text)))
@@ -243,8 +200,7 @@ def _only_patterns(spec: OnlyPatternsDetector, views: Views) -> Result:
 def _urls(spec: UrlDetector, views: Views) -> Result:
     candidates = None
     for name in spec.fields:
-        m = _mask(views.column(name), [(_URL.pattern, _URL.flags)],
-                  views.doubt(name) if _URL.flags & re.IGNORECASE else None)
+        m = _mask(views.column(name), [(_URL.pattern, _URL.flags)])
         candidates = m if candidates is None else candidates | m
     texts = [views.values(name) for name in spec.fields]
     found: Result = {}

@@ -28,9 +28,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from engine import load_policies
-from engine.batch.superset import (ASCII_FOLD_DOUBT, FOLD_DOUBT, needs_fold_doubt, required_literals,
-                                   superset_pattern)
-from engine.batch.texts import _mask, _starts
+from engine.batch.superset import FOLD_DOUBT, needs_fold_doubt, superset_pattern
+from engine.batch.texts import _mask
 from engine.detectors import _HREF, _HTML_HINT, _URL, OnlyPatternsDetector, _RegexSpec
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -62,14 +61,6 @@ def test_the_shipped_policies_have_patterns():
 translate = cache(superset_pattern)
 
 
-LITERAL_DOUBT = set(FOLD_DOUBT) | set(ASCII_FOLD_DOUBT)
-
-
-def ascii_lower(text: str) -> str:
-    """What polars' ascii_case_insensitive Aho-Corasick equates: ASCII letters only."""
-    return "".join(c.lower() if c.isascii() else c for c in text)
-
-
 def assert_superset(pattern: str, flags: int, texts: list[str], mask: bool = True) -> None:
     """Where Python's pattern matches, the translation matches (or, with IGNORECASE passed
     in flags, the text holds a FOLD_DOUBT character, which _mask lets through), and
@@ -81,19 +72,11 @@ def assert_superset(pattern: str, flags: int, texts: list[str], mask: bool = Tru
     column = pl.Series([texts[i] for i in matched], dtype=pl.String)
     rust = translate(pattern, flags)
     hits = column.str.contains(rust).to_list() if rust is not None else [True] * len(column)
-    literals = required_literals(pattern, flags)
     for text, hit in zip(column, hits):
         doubt = needs_fold_doubt(flags) and any(c in FOLD_DOUBT for c in text)
         assert hit or doubt, (pattern, flags, rust, text)
-        if literals is not None:  # the cheaper first cut lets the row through too
-            strings, folded = literals
-            doubt = folded and any(c in LITERAL_DOUBT for c in text)
-            seen = ascii_lower(text) if folded else text
-            found = any((ascii_lower(s) if folded else s) in seen for s in strings)
-            assert found or doubt, (pattern, flags, sorted(strings), text)
     if mask:
         assert _mask(column, [(pattern, flags)]).all(), (pattern, flags)
-        assert _starts(column, [(pattern, flags)]).is_not_null().all(), (pattern, flags)
 
 
 # ---- texts ----------------------------------------------------------------------------------
@@ -326,68 +309,3 @@ def test_ignorecase_negated_literal(b):
         python = set(re.findall(pattern, pool, re.I))
         rust = _rust_set(superset_pattern(pattern, re.I), pool)
         assert not python - rust - set(FOLD_DOUBT), (pattern, sorted(hex(ord(c)) for c in python - rust))
-
-
-# ---- required literals (the Aho-Corasick first cut) -------------------------------------------
-
-
-@pytest.mark.parametrize("pattern,flags,expected", [
-    (r"\btracking (?:number|id)\b", re.I, ({"tracking "}, True)),
-    (r"in\s+exchange\s+for", 0, ({"exchange"}, False)),  # a class breaks the run: the longest piece
-    (r"(?:refund|reward)s?", re.I, ({"fund", "ward"}, True)),  # re's parser takes out the common "re"
-    (r"ab\bcd", 0, ({"abcd"}, False)),  # a zero-width assertion does not break a run
-    (r"(?:x+y|abc)def", 0, ({"def"}, False)),
-    (r"(?:order)+ now", 0, ({"order"}, False)),
-    (r"(?:order)? now", 0, ({" now"}, False)),  # an optional part gives nothing
-    (r"caf\u00e9 menu", re.I, ({" menu"}, True)),  # no non-ASCII letter when folding
-    (r"caf\u00e9", 0, ({"caf\u00e9"}, False)),
-])
-def test_required_literals(pattern, flags, expected):
-    literals, folded = required_literals(pattern, flags)
-    assert (set(literals), folded) == expected
-
-
-@pytest.mark.parametrize("pattern,flags", [
-    (r"(?:refund|\d+)", 0),  # an alternative without a literal
-    (r"ab", 0),  # too short to select anything
-    (r"(?i)order", 0),  # IGNORECASE turned on inside: the caller would not pass FOLD_DOUBT rows
-    (r"\d{3}-\d{7}", 0),
-    ("(", 0),
-])
-def test_no_required_literals(pattern, flags):
-    assert required_literals(pattern, flags) is None
-
-
-def test_most_shipped_patterns_have_required_literals():
-    patterns = shipped_patterns()
-    assert sum(required_literals(p, f) is not None for p, f in patterns) > 0.8 * len(patterns)
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                                  HealthCheck.filter_too_much])
-@given(data=st.data())
-def test_starts_with_and_without_the_literal_cut(data):
-    """The first cut changes which rows the superset runs on, never a row's start."""
-    import engine.batch.texts as texts
-
-    pattern, flags = data.draw(st.sampled_from([pf for pf in shipped_patterns() if required_literals(*pf)]))
-    column = pl.Series(data.draw(texts_for(pattern, flags)) + data.draw(st.lists(any_text, max_size=4)),
-                       dtype=pl.String)
-    cut = _starts(column, [(pattern, flags)]).to_list()
-    combined = texts._combined(((pattern, flags),))
-    plain = column.str.find(combined).to_list()
-    doubt = [any(c in LITERAL_DOUBT for c in t) for t in column] if flags & re.I else [False] * len(column)
-    python = [re.search(pattern, t, flags) is not None for t in column]
-    for got, whole, in_doubt, matches in zip(cut, plain, doubt, python):
-        if in_doubt:
-            assert got == 0
-        elif got is not None:
-            assert got == whole
-        else:
-            assert not matches
-
-
-def test_ascii_fold_doubt_is_every_character_with_an_ascii_case():
-    found = {c for c in map(chr, range(0x80, 0x110000))
-             if any(x < "\x80" for x in c.lower() + c.upper() + c.casefold())}
-    assert found == set(ASCII_FOLD_DOUBT)
