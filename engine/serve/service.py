@@ -148,27 +148,35 @@ class Service:
 
     VERDICT_CACHE_MAX = 50_000
 
-    def _verdict(self, judge: Judge, policies: PolicySet, message: Message, at) -> Verdict:
-        """`Judge.judge`, with verdicts cached by what they depend on: the versions in force and each
-        one's facts and quoted spans (records whose category or language is inferred are not cached,
-        their notes depend on the text). The differential tests hold this to `check`."""
+    def _verdict(self, judge: Judge, policies: PolicySet, message: Message, at) -> tuple[Verdict, dict]:
+        """`Judge.judge` and the verdict's JSON, with both cached by what they depend on: the versions in
+        force and each one's facts and quoted spans (records whose category or language is inferred are
+        not cached, their notes depend on the text). The differential tests hold this to `check`."""
         instant = judge.instant_for(message, at)
         versions = in_force(policies, instant, message.marketplace)
         effective, inference = judge.infer(message, versions)
         try:
             if not versions:
-                return Verdict(message_id=message.message_id, evaluated_at=instant,
-                               outcome=VerdictOutcome.no_policy, policies=[], findings=[])
+                verdict = Verdict(message_id=message.message_id, evaluated_at=instant,
+                                  outcome=VerdictOutcome.no_policy, policies=[], findings=[])
+                return verdict, verdict_json(verdict)
             per_version = judge.facts(effective, versions)
             if inference is not None:
-                return judge.decide(effective, instant, versions, per_version, inference)
+                verdict = judge.decide(effective, instant, versions, per_version, inference)
+                return verdict, verdict_json(verdict)
             key = tuple((v.content_hash, tuple(f.values.items()), tuple(f.spans.items())) for v, f in per_version)
             cached = self._verdicts.get(key)
             if cached is None:
                 if len(self._verdicts) >= self.VERDICT_CACHE_MAX:
                     self._verdicts.clear()
-                cached = self._verdicts[key] = judge.decide(effective, instant, versions, per_version)
-            return cached.model_copy(update={"message_id": message.message_id, "evaluated_at": instant})
+                decided = judge.decide(effective, instant, versions, per_version)
+                # The JSON without the two members that differ per message: serializing the findings
+                # again for every message was a quarter of a batch's time.
+                rest = {k: v for k, v in verdict_json(decided).items() if k not in ("message_id", "evaluated_at")}
+                cached = self._verdicts[key] = (decided, rest)
+            decided, rest = cached
+            verdict = decided.model_copy(update={"message_id": message.message_id, "evaluated_at": instant})
+            return verdict, {"message_id": message.message_id, "evaluated_at": instant.isoformat(), **rest}
         finally:
             judge.history.record(effective, inference.uncertain_candidates if inference else ())
 
@@ -218,23 +226,18 @@ class Service:
 
     # -- judging --------------------------------------------------------------
 
-    def _judge(self, policies: PolicySet, stored: list[StoredRecord], records: list[Record], at, deadline: Deadline,
-               exclude: set[str]) -> list[tuple[int, Message, Verdict, list[dict]]]:
-        """(index in request, message, verdict, history it saw) for every message of the request."""
+    def _judge(self, policies: PolicySet, stored: list[StoredRecord], records: list[Record], records_json: list[dict],
+               at, deadline: Deadline, exclude: set[str]) -> list[tuple[int, Message, Verdict, dict, list[dict]]]:
+        """(index in request, message, verdict, its JSON, history it saw) for every message of the request."""
         log: list[tuple[Record, Optional[int]]] = []
-        as_json: list[Optional[dict]] = []   # each record as the decision log keeps it, made once
+        as_json: list[dict] = []   # each record as the decision log keeps it, made once
         for item in stored:
             if item.kind == "message" and item.data.get("message_id") in exclude:
                 continue  # checking again a message already recorded: it is not its own history
             log.append((_parse_stored(item), None))
             as_json.append(item.data)
         log.extend((r, i) for i, r in enumerate(records))
-        as_json.extend(None for _ in records)
-
-        def json_of(k: int) -> dict:
-            if as_json[k] is None:
-                as_json[k] = record_json(log[k][0])
-            return as_json[k]
+        as_json.extend(records_json)
 
         order = time_order((n, r) for n, (r, _) in enumerate(log))
         by_buyer: dict[str, list[int]] = {}   # → log positions, in the order they were processed
@@ -253,13 +256,13 @@ class Service:
                     self._remember(judge, policies, record, at)
                 else:
                     deadline.check()
-                    verdict = self._verdict(judge, policies, record, at)
+                    verdict, verdict_data = self._verdict(judge, policies, record, at)
                     related = set(by_buyer.get(record.buyer_id, ())) | set(by_order.get(record.order_id, ()))
                     if record.reply_to is not None and record.reply_to in by_id:
                         related.add(by_id[record.reply_to])
-                    history = [{"kind": _kind(log[k][0]), "record": json_of(k)}
+                    history = [{"kind": _kind(log[k][0]), "record": as_json[k]}
                                for k in sorted(related, key=processed.__getitem__)]
-                    out.append((index, record, verdict, history))
+                    out.append((index, record, verdict, verdict_data, history))
                 if isinstance(record, Message):
                     by_order.setdefault(record.order_id, []).append(n)
                     by_id[record.message_id] = n
@@ -282,11 +285,13 @@ class Service:
         orders = {m.order_id for m in messages}
         replies = {m.reply_to for m in messages if m.reply_to}
 
+        records_json = [record_json(r) for r in records]  # once: history, decisions and rows share them
+
         def decide(stored):
-            judged = self._judge(policies, stored, records, at, deadline, exclude=set(ids))
+            judged = self._judge(policies, stored, records, records_json, at, deadline, exclude=set(ids))
             decided_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-            return judged, [self._decision(policies, request_id, i, decided_at, m, v, h, commit, on, alt)
-                            for i, m, v, h in judged]
+            return judged, [self._decision(policies, request_id, i, decided_at, m, v, vj, records_json[i], h, commit,
+                                           on, alt) for i, m, v, vj, h in judged]
 
         if commit:
             # One transaction: the history read, the verdicts and the insert cannot interleave with
@@ -301,7 +306,7 @@ class Service:
                                                  "already committed") for d in dup])
                 judged, decisions = decide(tx.history(buyers, orders, replies))
                 tx.add_records([(_kind(r), getattr(r, "message_id", None), getattr(r, "order_id", None),
-                                 r.buyer_id, record_json(r)) for r in records], request_id)
+                                 r.buyer_id, data) for r, data in zip(records, records_json)], request_id)
                 tx.add_decisions(decisions)
         else:
             # A check alone holds no write lock; its decisions are logged a moment later, many to a
@@ -310,7 +315,7 @@ class Service:
                 stored = tx.history(buyers, orders, replies)
             judged, decisions = decide(stored)
             self._log.put(decisions)
-        return Outcome(request_id, [v for _, _, v, _ in judged], decisions, commit)
+        return Outcome(request_id, [v for _, _, v, _, _ in judged], decisions, commit)
 
     def add_events(self, raw: Sequence[object], request_id: Optional[str] = None) -> tuple[str, int]:
         records = self.validate(raw, self.policies, events_only=True)
@@ -328,8 +333,8 @@ class Service:
                              r.buyer_id, record_json(r)) for r in records], request_id)
         return request_id, len(records)
 
-    def _decision(self, policies, request_id, index, decided_at, message: Message, verdict: Verdict, history,
-                  committed, on, alt) -> Decision:
+    def _decision(self, policies, request_id, index, decided_at, message: Message, verdict: Verdict,
+                  verdict_data: dict, message_data: dict, history, committed, on, alt) -> Decision:
         hashes = {}
         for ref in verdict.policies:
             with_version = policies.version(ref.policy, ref.version)
@@ -337,8 +342,7 @@ class Service:
         return Decision(request_id=request_id, index=index, decided_at=decided_at, message_id=message.message_id,
                         order_id=message.order_id, buyer_id=message.buyer_id, outcome=verdict.outcome.value,
                         committed=committed, on=on, alt=list(alt), engine_version=__version__,
-                        policy_hashes=hashes, record=record_json(message), history=history,
-                        verdict=verdict_json(verdict))
+                        policy_hashes=hashes, record=message_data, history=history, verdict=verdict_data)
 
     @staticmethod
     def parse_on(on: Optional[str]):
