@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -419,6 +420,33 @@ class OutputError(MsgpolicyError):
     kind = "output error"
 
 
+def _umask() -> int:
+    # Read without changing it where the system allows: setting it to read it back is racy
+    # with other threads creating files.
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _output_mode(path: Path) -> int:
+    """The permission bits a new or replaced output should have."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0o666 & ~_umask()
+    if stat.S_ISREG(st.st_mode):
+        # Not setuid/setgid: a rewritten file should not inherit the right to run as its owner.
+        return stat.S_IMODE(st.st_mode) & 0o777
+    return 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_output(path: Path, mode: str = "wb", **kwargs):
     """A file object on a temporary file beside `path`, renamed over it only when the block
@@ -427,6 +455,9 @@ def atomic_output(path: Path, mode: str = "wb", **kwargs):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; the output should get the mode of the file it replaces,
+        # or the umask's, as a plain open() would give it.
+        os.fchmod(fd, _output_mode(path))
         with open(fd, mode, **kwargs) as fh:
             yield fh
         os.replace(tmp, path)

@@ -249,6 +249,33 @@ def test_atomic_output_removes_its_temporary_file_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_outputs_get_the_umask_when_new_and_keep_the_mode_of_the_file_they_replace(tmp_path, umask_027):
+    """The temporary file behind each output is made 0600; the output must not stay so."""
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps(GOOD) + "\nnot json\n")
+    outs = {"-o": tmp_path / "report.html", "--results": tmp_path / "results.jsonl",
+            "--rejects": tmp_path / "rejects.jsonl"}
+    args = [a for option, path in outs.items() for a in (option, path)]
+    result = run("audit", log, *args)
+    assert result.exit_code == 1, result.stderr
+    for option, path in outs.items():
+        assert path.stat().st_mode & 0o777 == 0o640, option
+    for mode, path in zip((0o604, 0o660, 0o444 | 0o200), outs.values()):
+        path.chmod(mode)
+    result = run("audit", log, *args)
+    assert result.exit_code == 1, result.stderr
+    assert [p.stat().st_mode & 0o777 for p in outs.values()] == [0o604, 0o660, 0o644]
+    # Nothing but the outputs and the input: no temporary file left over.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["log.jsonl", *(p.name for p in outs.values())])
+
 # ---- bounded work on hostile policies -------------------------------------------------------
 
 
