@@ -452,7 +452,13 @@ def atomic_output(path: Path, mode: str = "wb", **kwargs):
     """A file object on a temporary file beside `path`, renamed over it only when the block
     ends normally: an interrupted or failed write leaves any earlier file untouched and no
     partial file behind."""
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # through a symlink: replace its target, keep the link
+    if path.exists() and not path.is_file():
+        # A device, a pipe or a terminal (/dev/null, /dev/stdout, a FIFO): renaming over it
+        # would replace the node itself with a regular file; it holds no earlier file to keep.
+        with open(path, mode, **kwargs) as fh:
+            yield fh
+        return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file 0600; the output should get the mode of the file it replaces,
@@ -499,9 +505,11 @@ def check_outputs(inputs: Iterable[Union[str, Path]], outputs: dict[str, Optiona
                               f"(use {', '.join(allowed)})")
         if path.is_dir():
             raise OutputError(f"{option} {path} is a directory")
-        parent = path.parent
+        parent = Path(os.path.realpath(path)).parent  # where atomic_output makes its temporary file
         if not parent.is_dir():
             raise OutputError(f"{option} {path}: directory {parent} does not exist")
+        if path.exists() and not path.is_file():
+            continue  # a device or a pipe is written in place (atomic_output)
         # The temporary file is made beside the target: try it now rather than after the work.
         try:
             fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")

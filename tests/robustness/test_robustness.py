@@ -276,6 +276,30 @@ def test_outputs_get_the_umask_when_new_and_keep_the_mode_of_the_file_they_repla
     # Nothing but the outputs and the input: no temporary file left over.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["log.jsonl", *(p.name for p in outs.values())])
 
+
+def test_an_output_through_a_symlink_or_into_a_pipe_keeps_the_link_and_the_pipe(tmp_path):
+    """Renaming the temporary file over `-o /dev/stdout` (a symlink) or a device would replace the
+    node itself with a regular file: /dev/stdout or /dev/null gone for every program."""
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "report.txt"
+    target.write_text("earlier")
+    link = tmp_path / "report.txt"
+    link.symlink_to(target)
+    assert run("audit", log, "-o", link).exit_code == 1
+    assert link.is_symlink() and "provenance" in target.read_text()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the writer's open() returns
+    try:
+        result = run("audit", log, "-o", fifo)
+        assert result.exit_code == 1, result.stderr
+        assert b"provenance" in os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+    assert fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "pipe", "real", "report.txt"]
+
 # ---- bounded work on hostile policies -------------------------------------------------------
 
 
