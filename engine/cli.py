@@ -201,6 +201,15 @@ def _fails(outcomes, fail_on: str) -> bool:
     return any(Outcome(o) in failing for o in outcomes)
 
 
+def _config_files(policies_dir: Optional[Path], map_file: Optional[Path]) -> list[Path]:
+    """The policy files and the column map a command reads: inputs too, that `-o` must not overwrite."""
+    from .policyfile import default_policies_dir
+
+    root = Path(policies_dir) if policies_dir is not None else default_policies_dir()
+    files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+    return files + ([Path(map_file)] if map_file is not None else [])
+
+
 def _write_report(output: Optional[Path], report: str, to_stderr: bool = False) -> None:
     """The report to its file, else to standard output (-o - or no -o), or to standard error
     when a data output (--results -, ...) has standard output."""
@@ -770,7 +779,8 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
         if not _is_dash(log) and not log.is_file():
             click.echo(f"input error: {log}: no such file", err=True)
             sys.exit(EXIT_ERROR)
-    check_outputs(logs, {"-o": output, "--results": results, "--rejects": rejects},
+    check_outputs([*logs, *_config_files(policies_dir, map_file)],
+                  {"-o": output, "--results": results, "--rejects": rejects},
                   {"--results": RESULT_SUFFIXES, "--rejects": (".jsonl", ".json", ".ndjson")})
     with _Scratch() as scratch:
         paths, names = scratch.inputs(logs)
@@ -932,7 +942,7 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
         if not _is_dash(log) and not log.is_file():
             click.echo(f"input error: {log}: no such file", err=True)
             sys.exit(EXIT_ERROR)
-    check_outputs(logs, {"-o": output, "--changes": changes_path},
+    check_outputs([*logs, *_config_files(policies_dir, map_file)], {"-o": output, "--changes": changes_path},
                   {"--changes": (".jsonl", ".json", ".ndjson")} if changes_path is not None else None)
     start = time.perf_counter()
     with _Scratch() as scratch:

@@ -300,6 +300,26 @@ def test_an_output_through_a_symlink_or_into_a_pipe_keeps_the_link_and_the_pipe(
     assert fifo.is_fifo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "pipe", "real", "report.txt"]
 
+
+def test_an_output_naming_the_column_map_or_a_policy_file_is_refused(tmp_path):
+    import shutil
+
+    log = tmp_path / "log.csv"
+    log.write_text(CSV_HEADER + csv_row("M1"))
+    column_map = tmp_path / "map.yaml"
+    column_map.write_text((ROOT / "samples" / "export-de.map.yaml").read_text())
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    sources = policies / "sources.yaml"
+    before = column_map.read_bytes(), sources.read_bytes()
+    result = run("audit", log, "--map", column_map, "-o", column_map)
+    assert result.exit_code == 2 and "is an input" in result.stderr
+    result = run("audit", log, "--policies", policies, "-o", sources)
+    assert result.exit_code == 2 and "is an input" in result.stderr
+    result = run("diff", log, "--variant", "on=2017-04-01", "--policies", policies, "-o", sources)
+    assert result.exit_code == 2 and "is an input" in result.stderr
+    assert (column_map.read_bytes(), sources.read_bytes()) == before
+
 # ---- bounded work on hostile policies -------------------------------------------------------
 
 
