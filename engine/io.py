@@ -306,6 +306,11 @@ def _parquet_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise LogError(source, f"not a readable Parquet file: {exc}") from None
+    # Parquet allows two columns of one name; a row would silently keep only one of them.
+    names = parquet.schema_arrow.names
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise LogError(source, f"column {repeated[0]!r} appears more than once in the schema")
     row = 0
     batches = parquet.iter_batches(batch_size=65536)
     converting = (pa.ArrowException, ValueError, OverflowError)

@@ -164,6 +164,20 @@ def test_broken_parquet_files_are_one_input_error(tmp_path):
             assert result.exit_code == 2 and result.stderr.startswith("input error: ")
 
 
+
+def test_a_parquet_file_with_a_repeated_column_is_refused_in_check_and_audit(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [*GOOD, "body"]
+    table = pa.Table.from_arrays([pa.array([GOOD.get(n, "Other")]) for n in names[:-1]] + [pa.array(["Evil"])],
+                                 names=names)
+    pq.write_table(table, tmp_path / "log.parquet")
+    for command in ("check", "audit"):
+        result = run(command, tmp_path / "log.parquet")
+        assert result.exit_code == 2, (command, result.stderr)
+        assert "column 'body' appears more than once" in result.stderr
+
 # ---- outputs are safe -------------------------------------------------------------------
 
 
