@@ -6,6 +6,7 @@ blocked, indeterminate or a violation; 2 usage, input or policy error.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import functools
 import os
 import signal
@@ -98,12 +99,28 @@ def _quiet_stdout() -> None:
         pass
 
 
+class _ClosedStdout:
+    """Standard output when the command was started with it closed (`>&-`): writing to it is an
+    output error, as for a full disk, where Python's None would be an internal error."""
+
+    def write(self, data):
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        raise ValueError("standard output is closed")
+
+
 class _Main(click.Group):
     """The one error path of every command: a failure is one line on standard error and exit
     status 2 (never 1, which means findings); the traceback only with --debug."""
 
     def invoke(self, ctx):
         debug = bool(ctx.params.get("debug")) or os.environ.get("MSGPOLICY_DEBUG") == "1"
+        if sys.stdout is None:
+            sys.stdout = _ClosedStdout()
         try:
             result = super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):

@@ -178,6 +178,20 @@ def test_a_parquet_file_with_a_repeated_column_is_refused_in_check_and_audit(tmp
         assert result.exit_code == 2, (command, result.stderr)
         assert "column 'body' appears more than once" in result.stderr
 
+
+def test_a_closed_standard_output_is_an_output_error(tmp_path):
+    """Started with `>&-`, Python's sys.stdout is None: printing was an internal error."""
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(log)], cwd=tmp_path, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+                          preexec_fn=lambda: os.close(1))
+    assert (done.returncode, done.stderr.decode()) == (2, "error: standard output is closed\n")
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "audit", str(log), "-q", "-o", "r.txt"],
+                          cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+                          preexec_fn=lambda: os.close(1))
+    assert done.returncode == 1 and (tmp_path / "r.txt").is_file(), done.stderr.decode()
+
 # ---- outputs are safe -------------------------------------------------------------------
 
 
