@@ -218,6 +218,16 @@ def _fails(outcomes, fail_on: str) -> bool:
     return any(Outcome(o) in failing for o in outcomes)
 
 
+def _why_not_a_file(path) -> str:
+    """Why an input is not read: missing, or a pipe or device (e.g. `<(cat log)`), which the readers
+    cannot read twice (they check the head of a file before reading it)."""
+    if not Path(path).exists():
+        return "no such file"
+    if Path(path).is_dir():
+        return "is a directory"
+    return "not a regular file (a pipe or a device); give it on standard input as -"
+
+
 def _config_files(policies_dir: Optional[Path], map_file: Optional[Path]) -> list[Path]:
     """The policy files and the column map a command reads: inputs too, that `-o` must not overwrite."""
     from .policyfile import default_policies_dir
@@ -447,7 +457,7 @@ def check(file, on, evaluator, map_file, fail_on, fmt, policies: PolicySet):
     at = _parse_when(on)
     mapping = _load_map(map_file)
     if file != "-" and not Path(file).is_file():
-        click.echo(f"input error: {file}: no such file", err=True)
+        click.echo(f"input error: {file}: {_why_not_a_file(file)}", err=True)
         sys.exit(EXIT_ERROR)
     try:
         verdicts, errors = check_log(file, policies, at=at, evaluator=evaluator, mapping=mapping)
@@ -499,7 +509,7 @@ def classify(file, fmt, policies_dir, map_file):
 
     mapping = _load_map(map_file)
     if file != "-" and not Path(file).is_file():
-        click.echo(f"input error: {file}: no such file", err=True)
+        click.echo(f"input error: {file}: {_why_not_a_file(file)}", err=True)
         sys.exit(EXIT_ERROR)
     try:
         policies = load_policies(policies_dir)
@@ -794,7 +804,7 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
     report_to_stderr = _one_stdout(output, {"--results": results, "--rejects": rejects})
     for log in logs:
         if not _is_dash(log) and not log.is_file():
-            click.echo(f"input error: {log}: no such file", err=True)
+            click.echo(f"input error: {log}: {_why_not_a_file(log)}", err=True)
             sys.exit(EXIT_ERROR)
     check_outputs([*logs, *_config_files(policies_dir, map_file)],
                   {"-o": output, "--results": results, "--rejects": rejects},
@@ -957,7 +967,7 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
     report_to_stderr = _one_stdout(output, {"--changes": changes_path})
     for log in logs:
         if not _is_dash(log) and not log.is_file():
-            click.echo(f"input error: {log}: no such file", err=True)
+            click.echo(f"input error: {log}: {_why_not_a_file(log)}", err=True)
             sys.exit(EXIT_ERROR)
     check_outputs([*logs, *_config_files(policies_dir, map_file)], {"-o": output, "--changes": changes_path},
                   {"--changes": (".jsonl", ".json", ".ndjson")} if changes_path is not None else None)
@@ -1075,7 +1085,7 @@ def test_cases(cases, fmt, run_pattern, show_coverage, policies_dir, verbose):
             raise click.UsageError("test cases are read from files (their overlay paths are relative to "
                                    "the file): give a path, not -")
         if not path.is_file():
-            click.echo(f"input error: {path}: no such file", err=True)
+            click.echo(f"input error: {path}: {_why_not_a_file(path)}", err=True)
             sys.exit(EXIT_ERROR)
         try:
             runs.append((path, run_file(path, policies_dir, select)))

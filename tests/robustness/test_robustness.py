@@ -192,6 +192,17 @@ def test_a_closed_standard_output_is_an_output_error(tmp_path):
                           preexec_fn=lambda: os.close(1))
     assert done.returncode == 1 and (tmp_path / "r.txt").is_file(), done.stderr.decode()
 
+
+def test_a_pipe_given_as_a_log_is_named_as_such_not_as_missing(tmp_path):
+    """`audit <(cat log)` names a FIFO: it exists, and "no such file" sent users looking for it."""
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for command in ("check", "audit"):
+        result = run(command, fifo)
+        assert result.exit_code == 2
+        assert result.stderr == f"input error: {fifo}: not a regular file (a pipe or a device); give it on standard input as -\n"
+    assert run("check", tmp_path / "none.jsonl").stderr.endswith("none.jsonl: no such file\n")
+
 # ---- outputs are safe -------------------------------------------------------------------
 
 
