@@ -6,6 +6,7 @@ blocked, indeterminate or a violation; 2 usage, input or policy error.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import functools
 import os
 import signal
@@ -98,12 +99,28 @@ def _quiet_stdout() -> None:
         pass
 
 
+class _ClosedStdout:
+    """Standard output when the command was started with it closed (`>&-`): writing to it is an
+    output error, as for a full disk, where Python's None would be an internal error."""
+
+    def write(self, data):
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        raise ValueError("standard output is closed")
+
+
 class _Main(click.Group):
     """The one error path of every command: a failure is one line on standard error and exit
     status 2 (never 1, which means findings); the traceback only with --debug."""
 
     def invoke(self, ctx):
         debug = bool(ctx.params.get("debug")) or os.environ.get("MSGPOLICY_DEBUG") == "1"
+        if sys.stdout is None:
+            sys.stdout = _ClosedStdout()
         try:
             result = super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -199,6 +216,25 @@ def _fails(outcomes, fail_on: str) -> bool:
     """Whether any of `outcomes` (Outcome or its value) is at or above the --fail-on level."""
     failing = FAIL_ON[fail_on]
     return any(Outcome(o) in failing for o in outcomes)
+
+
+def _why_not_a_file(path) -> str:
+    """Why an input is not read: missing, or a pipe or device (e.g. `<(cat log)`), which the readers
+    cannot read twice (they check the head of a file before reading it)."""
+    if not Path(path).exists():
+        return "no such file"
+    if Path(path).is_dir():
+        return "is a directory"
+    return "not a regular file (a pipe or a device); give it on standard input as -"
+
+
+def _config_files(policies_dir: Optional[Path], map_file: Optional[Path]) -> list[Path]:
+    """The policy files and the column map a command reads: inputs too, that `-o` must not overwrite."""
+    from .policyfile import default_policies_dir
+
+    root = Path(policies_dir) if policies_dir is not None else default_policies_dir()
+    files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+    return files + ([Path(map_file)] if map_file is not None else [])
 
 
 def _write_report(output: Optional[Path], report: str, to_stderr: bool = False) -> None:
@@ -421,7 +457,7 @@ def check(file, on, evaluator, map_file, fail_on, fmt, policies: PolicySet):
     at = _parse_when(on)
     mapping = _load_map(map_file)
     if file != "-" and not Path(file).is_file():
-        click.echo(f"input error: {file}: no such file", err=True)
+        click.echo(f"input error: {file}: {_why_not_a_file(file)}", err=True)
         sys.exit(EXIT_ERROR)
     try:
         verdicts, errors = check_log(file, policies, at=at, evaluator=evaluator, mapping=mapping)
@@ -473,7 +509,7 @@ def classify(file, fmt, policies_dir, map_file):
 
     mapping = _load_map(map_file)
     if file != "-" and not Path(file).is_file():
-        click.echo(f"input error: {file}: no such file", err=True)
+        click.echo(f"input error: {file}: {_why_not_a_file(file)}", err=True)
         sys.exit(EXIT_ERROR)
     try:
         policies = load_policies(policies_dir)
@@ -768,9 +804,10 @@ def audit(logs, on, fmt, output, results, rejects, jobs, history_days, policies_
     report_to_stderr = _one_stdout(output, {"--results": results, "--rejects": rejects})
     for log in logs:
         if not _is_dash(log) and not log.is_file():
-            click.echo(f"input error: {log}: no such file", err=True)
+            click.echo(f"input error: {log}: {_why_not_a_file(log)}", err=True)
             sys.exit(EXIT_ERROR)
-    check_outputs(logs, {"-o": output, "--results": results, "--rejects": rejects},
+    check_outputs([*logs, *_config_files(policies_dir, map_file)],
+                  {"-o": output, "--results": results, "--rejects": rejects},
                   {"--results": RESULT_SUFFIXES, "--rejects": (".jsonl", ".json", ".ndjson")})
     with _Scratch() as scratch:
         paths, names = scratch.inputs(logs)
@@ -930,9 +967,9 @@ def diff(logs, baseline, variant, exhaustive, fmt, output, changes_path, summary
     report_to_stderr = _one_stdout(output, {"--changes": changes_path})
     for log in logs:
         if not _is_dash(log) and not log.is_file():
-            click.echo(f"input error: {log}: no such file", err=True)
+            click.echo(f"input error: {log}: {_why_not_a_file(log)}", err=True)
             sys.exit(EXIT_ERROR)
-    check_outputs(logs, {"-o": output, "--changes": changes_path},
+    check_outputs([*logs, *_config_files(policies_dir, map_file)], {"-o": output, "--changes": changes_path},
                   {"--changes": (".jsonl", ".json", ".ndjson")} if changes_path is not None else None)
     start = time.perf_counter()
     with _Scratch() as scratch:
@@ -1048,7 +1085,7 @@ def test_cases(cases, fmt, run_pattern, show_coverage, policies_dir, verbose):
             raise click.UsageError("test cases are read from files (their overlay paths are relative to "
                                    "the file): give a path, not -")
         if not path.is_file():
-            click.echo(f"input error: {path}: no such file", err=True)
+            click.echo(f"input error: {path}: {_why_not_a_file(path)}", err=True)
             sys.exit(EXIT_ERROR)
         try:
             runs.append((path, run_file(path, policies_dir, select)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -305,6 +306,11 @@ def _parquet_items(path: Path, source: str) -> Iterator[tuple[int, object, int]]
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise LogError(source, f"not a readable Parquet file: {exc}") from None
+    # Parquet allows two columns of one name; a row would silently keep only one of them.
+    names = parquet.schema_arrow.names
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise LogError(source, f"column {repeated[0]!r} appears more than once in the schema")
     row = 0
     batches = parquet.iter_batches(batch_size=65536)
     converting = (pa.ArrowException, ValueError, OverflowError)
@@ -419,14 +425,50 @@ class OutputError(MsgpolicyError):
     kind = "output error"
 
 
+def _umask() -> int:
+    # Read without changing it where the system allows: setting it to read it back is racy
+    # with other threads creating files.
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _output_mode(path: Path) -> int:
+    """The permission bits a new or replaced output should have."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0o666 & ~_umask()
+    if stat.S_ISREG(st.st_mode):
+        # Not setuid/setgid: a rewritten file should not inherit the right to run as its owner.
+        return stat.S_IMODE(st.st_mode) & 0o777
+    return 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_output(path: Path, mode: str = "wb", **kwargs):
     """A file object on a temporary file beside `path`, renamed over it only when the block
     ends normally: an interrupted or failed write leaves any earlier file untouched and no
     partial file behind."""
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # through a symlink: replace its target, keep the link
+    if path.exists() and not path.is_file():
+        # A device, a pipe or a terminal (/dev/null, /dev/stdout, a FIFO): renaming over it
+        # would replace the node itself with a regular file; it holds no earlier file to keep.
+        with open(path, mode, **kwargs) as fh:
+            yield fh
+        return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; the output should get the mode of the file it replaces,
+        # or the umask's, as a plain open() would give it.
+        os.fchmod(fd, _output_mode(path))
         with open(fd, mode, **kwargs) as fh:
             yield fh
         os.replace(tmp, path)
@@ -468,9 +510,11 @@ def check_outputs(inputs: Iterable[Union[str, Path]], outputs: dict[str, Optiona
                               f"(use {', '.join(allowed)})")
         if path.is_dir():
             raise OutputError(f"{option} {path} is a directory")
-        parent = path.parent
+        parent = Path(os.path.realpath(path)).parent  # where atomic_output makes its temporary file
         if not parent.is_dir():
             raise OutputError(f"{option} {path}: directory {parent} does not exist")
+        if path.exists() and not path.is_file():
+            continue  # a device or a pipe is written in place (atomic_output)
         # The temporary file is made beside the target: try it now rather than after the work.
         try:
             fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -164,6 +164,45 @@ def test_broken_parquet_files_are_one_input_error(tmp_path):
             assert result.exit_code == 2 and result.stderr.startswith("input error: ")
 
 
+
+def test_a_parquet_file_with_a_repeated_column_is_refused_in_check_and_audit(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [*GOOD, "body"]
+    table = pa.Table.from_arrays([pa.array([GOOD.get(n, "Other")]) for n in names[:-1]] + [pa.array(["Evil"])],
+                                 names=names)
+    pq.write_table(table, tmp_path / "log.parquet")
+    for command in ("check", "audit"):
+        result = run(command, tmp_path / "log.parquet")
+        assert result.exit_code == 2, (command, result.stderr)
+        assert "column 'body' appears more than once" in result.stderr
+
+
+def test_a_closed_standard_output_is_an_output_error(tmp_path):
+    """Started with `>&-`, Python's sys.stdout is None: printing was an internal error."""
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(log)], cwd=tmp_path, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+                          preexec_fn=lambda: os.close(1))
+    assert (done.returncode, done.stderr.decode()) == (2, "error: standard output is closed\n")
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "audit", str(log), "-q", "-o", "r.txt"],
+                          cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+                          preexec_fn=lambda: os.close(1))
+    assert done.returncode == 1 and (tmp_path / "r.txt").is_file(), done.stderr.decode()
+
+
+def test_a_pipe_given_as_a_log_is_named_as_such_not_as_missing(tmp_path):
+    """`audit <(cat log)` names a FIFO: it exists, and "no such file" sent users looking for it."""
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for command in ("check", "audit"):
+        result = run(command, fifo)
+        assert result.exit_code == 2
+        assert result.stderr == f"input error: {fifo}: not a regular file (a pipe or a device); give it on standard input as -\n"
+    assert run("check", tmp_path / "none.jsonl").stderr.endswith("none.jsonl: no such file\n")
+
 # ---- outputs are safe -------------------------------------------------------------------
 
 
@@ -248,6 +287,77 @@ def test_atomic_output_removes_its_temporary_file_on_failure(tmp_path):
             raise RuntimeError
     assert list(tmp_path.iterdir()) == []
 
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_outputs_get_the_umask_when_new_and_keep_the_mode_of_the_file_they_replace(tmp_path, umask_027):
+    """The temporary file behind each output is made 0600; the output must not stay so."""
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps(GOOD) + "\nnot json\n")
+    outs = {"-o": tmp_path / "report.html", "--results": tmp_path / "results.jsonl",
+            "--rejects": tmp_path / "rejects.jsonl"}
+    args = [a for option, path in outs.items() for a in (option, path)]
+    result = run("audit", log, *args)
+    assert result.exit_code == 1, result.stderr
+    for option, path in outs.items():
+        assert path.stat().st_mode & 0o777 == 0o640, option
+    for mode, path in zip((0o604, 0o660, 0o444 | 0o200), outs.values()):
+        path.chmod(mode)
+    result = run("audit", log, *args)
+    assert result.exit_code == 1, result.stderr
+    assert [p.stat().st_mode & 0o777 for p in outs.values()] == [0o604, 0o660, 0o644]
+    # Nothing but the outputs and the input: no temporary file left over.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["log.jsonl", *(p.name for p in outs.values())])
+
+
+def test_an_output_through_a_symlink_or_into_a_pipe_keeps_the_link_and_the_pipe(tmp_path):
+    """Renaming the temporary file over `-o /dev/stdout` (a symlink) or a device would replace the
+    node itself with a regular file: /dev/stdout or /dev/null gone for every program."""
+    log = jsonl(tmp_path / "log.jsonl", [GOOD])
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "report.txt"
+    target.write_text("earlier")
+    link = tmp_path / "report.txt"
+    link.symlink_to(target)
+    assert run("audit", log, "-o", link).exit_code == 1
+    assert link.is_symlink() and "provenance" in target.read_text()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the writer's open() returns
+    try:
+        result = run("audit", log, "-o", fifo)
+        assert result.exit_code == 1, result.stderr
+        assert b"provenance" in os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+    assert fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "pipe", "real", "report.txt"]
+
+
+def test_an_output_naming_the_column_map_or_a_policy_file_is_refused(tmp_path):
+    import shutil
+
+    log = tmp_path / "log.csv"
+    log.write_text(CSV_HEADER + csv_row("M1"))
+    column_map = tmp_path / "map.yaml"
+    column_map.write_text((ROOT / "samples" / "export-de.map.yaml").read_text())
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    sources = policies / "sources.yaml"
+    before = column_map.read_bytes(), sources.read_bytes()
+    result = run("audit", log, "--map", column_map, "-o", column_map)
+    assert result.exit_code == 2 and "is an input" in result.stderr
+    result = run("audit", log, "--policies", policies, "-o", sources)
+    assert result.exit_code == 2 and "is an input" in result.stderr
+    result = run("diff", log, "--variant", "on=2017-04-01", "--policies", policies, "-o", sources)
+    assert result.exit_code == 2 and "is an input" in result.stderr
+    assert (column_map.read_bytes(), sources.read_bytes()) == before
 
 # ---- bounded work on hostile policies -------------------------------------------------------
 
