@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -201,8 +202,10 @@ def _run_workers(sides: list, jobs: int, stages: Stages) -> list[list[_Share]]:
             Path(p).suffix.lower() not in (".csv", ".parquet") and not read_line_by_line(p) for p in cfg.paths)
     except OSError:
         parallel_read = False  # the reader names the file that cannot be read
-    with tempfile.TemporaryDirectory(prefix="msgpolicy-batch-") as tmp:
+    _sweep_abandoned(Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix=_FOLDER_PREFIX) as tmp:
         folder = Path(tmp)
+        (folder / "owner").write_text(_process_identity(os.getpid()) or "")
         # Started first, so that their interpreters start and import meanwhile; each waits
         # for its first line (end of input: the audit was abandoned).
         procs = []
@@ -248,6 +251,30 @@ def _run_workers(sides: list, jobs: int, stages: Stages) -> list[list[_Share]]:
                 shares.append(_Share(summary, pl.read_ipc(folder / f"lines.{w}.{i}.arrow"), rejects, seconds))
             by_side.append(shares)
     return by_side
+
+
+_FOLDER_PREFIX = "msgpolicy-batch-"
+
+
+def _process_identity(pid: int) -> Optional[str]:
+    """"pid start-time": a pid alone may have been reused by another process since."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{pid} {stat.rsplit(')', 1)[1].split()[19]}"  # field 22, counted after the command name
+
+
+def _sweep_abandoned(parent: Path) -> None:
+    """Remove the work folders of batch audits whose process is gone (a SIGKILLed audit cannot
+    remove its own). A folder without an owner file is left alone: it may be being made."""
+    for folder in parent.glob(_FOLDER_PREFIX + "*"):
+        try:
+            owner = (folder / "owner").read_text().split()
+        except OSError:
+            continue
+        if len(owner) == 2 and owner[0].isdigit() and _process_identity(int(owner[0])) != " ".join(owner):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _failure(folder: Path, w: int, proc: subprocess.Popen) -> str:
