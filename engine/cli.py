@@ -332,11 +332,16 @@ def _renamed_jsonl(src: Path, names: dict, dest) -> None:
 # ---- check -----------------------------------------------------------------------
 
 
-def _fixed_note(f) -> bool:
-    """A reminder of a guideline msgpolicy does not check (an allowed finding without evidence whose
-    reason, in the policy data, says so): the same words on most messages, so the text names the
-    rule on each message and gives its reason once, at the end."""
-    return f.outcome is Outcome.allowed and not f.evidence and "msgpolicy does not check" in f.reason
+def unchecked_rules(policies: PolicySet) -> frozenset:
+    """(policy, version, rule) of the rules the policy files mark `unchecked`: reminders with
+    the same words on most messages, so the text names them on each message and gives their
+    reasons once, at the end."""
+    return frozenset((v.family, v.id, r.id) for family in policies.families.values() for v in family.versions
+                     for r in v.rules if r.rule.unchecked)
+
+
+def _unchecked(f, unchecked: frozenset) -> bool:
+    return (f.policy, f.version, f.rule) in unchecked
 
 
 def _classifier_finding(f) -> bool:
@@ -345,12 +350,12 @@ def _classifier_finding(f) -> bool:
     return f.policy == CLASSIFIER_POLICY
 
 
-def verdict_text(v: Verdict) -> str:
+def verdict_text(v: Verdict, unchecked: frozenset = frozenset()) -> str:
     versions = ", ".join(f"{p.policy}/{p.version}" for p in v.policies) or "no policy in force"
     lines = [f"{v.message_id}  {v.outcome.value.upper()}  at {v.evaluated_at.isoformat()}  [{versions}]"]
     notes: dict[str, list[str]] = {}
     for f in v.findings:
-        if _fixed_note(f):
+        if _unchecked(f, unchecked):
             notes.setdefault(f"{f.policy}/{f.version}", []).append(f.rule)
             continue
         lines.append(f"  {f.outcome.value:<13} {f.policy}/{f.version} {f.rule}: {f.reason}")
@@ -372,9 +377,10 @@ def sources_cited_text(policies: PolicySet, verdicts) -> str:
 
     out = []
     notes = {}
+    unchecked = unchecked_rules(policies)
     for v in verdicts:
         for f in v.findings:
-            if _fixed_note(f):
+            if _unchecked(f, unchecked):
                 notes.setdefault((f.policy, f.version, f.rule), f)
     if notes:
         out.append("\nnot checked by msgpolicy (allowed notes, named on the messages above):\n")
@@ -472,11 +478,12 @@ def check(file, on, evaluator, map_file, fail_on, fmt, policies: PolicySet):
     out = sys.stdout
     if fmt == "csv":
         out.write(verdicts_csv(verdicts))
+    unchecked = unchecked_rules(policies)
     for verdict in verdicts if fmt != "csv" else ():
         if fmt in ("json", "jsonl"):
             out.write(orjson.dumps(verdict_json(verdict)).decode() + "\n")
         else:
-            out.write(verdict_text(verdict) + "\n")
+            out.write(verdict_text(verdict, unchecked) + "\n")
     if fmt == "text":
         counts = Counter(v.outcome for v in verdicts)
         summary = ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o])

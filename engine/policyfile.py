@@ -94,11 +94,21 @@ class Rule(_Strict):
     confidence: Confidence
     enabled: bool = True
     # How a possible finding that hinges on an unknown fact is reported:
-    # 'indeterminate' (CONTRACT §3) or 'note' (an allowed-level note, for
-    # checks the policy chooses not to hold against a missing field).
+    # 'indeterminate' (see docs/concepts.md) or 'note' (an allowed-level note,
+    # for checks the policy chooses not to hold against a missing field).
     on_unknown: Literal["indeterminate", "note"] = "indeterminate"
+    # A reminder of a guideline no detector can check (an allowed note on every message it
+    # applies to): text outputs name it on each message and give its reason once.
+    unchecked: bool = False
     parameters: dict[str, Any] = Field(default_factory=dict)
     notes: str = ""
+
+    @field_validator("unchecked")
+    @classmethod
+    def _unchecked_is_a_note(cls, unchecked, info):
+        if unchecked and info.data.get("outcome") not in (None, Outcome.allowed):
+            raise ValueError("an unchecked rule is a reminder: its outcome must be allowed")
+        return unchecked
 
     @field_validator("outcome")
     @classmethod
@@ -885,10 +895,20 @@ def _share_marketplace(a: ResolvedVersion, b: ResolvedVersion) -> bool:
     return ALL_MARKETPLACES in ma or ALL_MARKETPLACES in mb or bool(ma & mb)
 
 
+# Rule fields added after versions were first hashed: at their default they are left out of
+# the hash, so that a policy file which does not use them keeps the hash it always had.
+_RULE_FIELDS_ADDED = {"unchecked": False}
+
+
 def _hash_version(v: ResolvedVersion) -> str:
+    version = v.version.model_dump(mode="json")
+    for rule in version.get("rules") or ():
+        for name, default in _RULE_FIELDS_ADDED.items():
+            if rule.get(name) == default:
+                del rule[name]
     payload = {
         "family": v.family,
-        "version": v.version.model_dump(mode="json"),
+        "version": version,
         "effective_to": v.effective_to.isoformat() if v.effective_to else None,
         "conditions": {r.id: repr(r.condition) for r in v.rules},
     }

@@ -42,6 +42,7 @@ def _rule(doc, rule_id):
     (lambda d: _rule(d, "D1").update(when={"fact": "category", "eq": "promo"}), "when.eq", "D1", "not a possible value"),
     (lambda d: d["categories"].pop("marketing"), "categories", None, "marketing"),
     (lambda d: _rule(d, "D7")["when"]["all"].append({"param": "nope"}), "when.all.3.param", "D7", "unknown parameter"),
+    (lambda d: _rule(d, "D2").update(unchecked=True), "unchecked", "D2", "outcome must be allowed"),
 ])
 def test_broken_policy_file_names_file_rule_and_field(policy_copy, change, field, rule, words):
     _edit(policy_copy, ROLLOUT, change)
